@@ -1,0 +1,3 @@
+from emoface.cli import app
+
+app()

@@ -1,0 +1,91 @@
+"""Command line of the core library (``emoface ...`` or ``python -m emoface``).
+
+The ablation flows have their own entry point, ``flows/ablations.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from emoface.config import load_params
+from emoface.errors import EmofaceError
+from emoface.paths import DataPaths
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+stimuli_app = typer.Typer(no_args_is_help=True, help="Generate, import and check stimulus sets.")
+app.add_typer(stimuli_app, name="stimuli")
+err_console = Console(stderr=True)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read")]
+DataOpt = Annotated[Path, typer.Option("--data", help="data folder")]
+
+
+def _fail(err: EmofaceError) -> None:
+    err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+    raise typer.Exit(2)
+
+
+@stimuli_app.command("generate")
+def generate(params: ParamsOpt = Path("params.yaml"), data: DataOpt = Path("data")) -> None:
+    """Generate the embedded synthetic stimulus set (images, manifest, norms, latents)."""
+    from emoface.stimuli.generate import generate_stimulus_set
+
+    try:
+        p = load_params(params)
+        out = DataPaths(data).stimulus_set(p.stimuli.set_name)
+        summary = generate_stimulus_set(p.study, p.stimuli, out)
+    except EmofaceError as err:
+        _fail(err)
+    Console().print(
+        f"wrote {int(summary['n_stimuli'])} synthetic stimuli ({int(summary['n_identities'])} "
+        f"identities, {summary['image_bytes'] / 1e6:.1f} MB) to {out.root} "
+        f"in {summary['seconds']:.1f} s"
+    )
+
+
+@stimuli_app.command("import")
+def import_(
+    name: Annotated[str, typer.Argument(help="name of the new stimulus set")],
+    images: Annotated[Path, typer.Option(help="folder holding the images")],
+    csv: Annotated[Path, typer.Option(help="CSV: file, emotion, race, gender, identity")],
+    norms: Annotated[Path | None, typer.Option(help="optional human norms CSV")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    data: DataOpt = Path("data"),
+) -> None:
+    """Import your own images + metadata CSV (+ norms CSV) into data/stimuli/NAME/."""
+    from emoface.stimuli.importers import import_stimulus_folder
+
+    try:
+        p = load_params(params)
+        out = DataPaths(data).stimulus_set(name)
+        manifest = import_stimulus_folder(images, csv, out, p.study, norms_csv=norms)
+    except EmofaceError as err:
+        _fail(err)
+    Console().print(f"imported {manifest.height} stimuli into {out.root}")
+
+
+@stimuli_app.command("check")
+def check(
+    name: Annotated[str, typer.Argument(help="stimulus set name")] = "embedded",
+    params: ParamsOpt = Path("params.yaml"),
+    data: DataOpt = Path("data"),
+) -> None:
+    """Validate a stimulus set: schemas, image files and their hashes, norms."""
+    from emoface.stimuli.store import load_stimulus_set
+
+    try:
+        p = load_params(params)
+        s = load_stimulus_set(DataPaths(data).stimulus_set(name), p.study)
+    except EmofaceError as err:
+        _fail(err)
+    norms = "with" if s.norms is not None else "without"
+    Console().print(f"{name}: {s.manifest.height} stimuli OK ({norms} norms)")
+
+
+def main() -> None:  # pragma: no cover - thin wrapper
+    sys.exit(app())

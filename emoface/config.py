@@ -1,0 +1,122 @@
+"""Typed, frozen parameters loaded once from params.yaml.
+
+The entry points (CLI, flows) call :func:`load_params` and pass the resulting objects down;
+library code receives these objects and never opens params.yaml itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from emoface.emotions import DEFAULT_EMOTIONS, DEFAULT_GENDERS, DEFAULT_RACES
+from emoface.errors import ConfigError
+
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class StudyParams(_Frozen):
+    """What every stage shares: the emotion categories of the study."""
+
+    emotions: tuple[Name, ...] = DEFAULT_EMOTIONS
+
+    @model_validator(mode="after")
+    def _unique(self) -> StudyParams:
+        if len(set(self.emotions)) != len(self.emotions) or len(self.emotions) < 2:
+            raise ValueError("emotions must be at least two distinct names")
+        return self
+
+
+class NormsParams(_Frozen):
+    """The synthetic human-norm model (see emoface.stimuli.norms for the equations)."""
+
+    raters_min: int = Field(20, ge=2)
+    raters_max: int = Field(40, ge=2)
+    rater_noise_sd: float = Field(1.2, gt=0)
+    identity_sd: float = Field(0.3, ge=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> NormsParams:
+        if self.raters_max < self.raters_min:
+            raise ValueError("raters_max must be >= raters_min")
+        return self
+
+
+class StimuliParams(_Frozen):
+    """The embedded, deterministically generated stimulus set."""
+
+    set_name: Name = "embedded"
+    seed: int = 20261130
+    races: tuple[Name, ...] = DEFAULT_RACES
+    genders: tuple[Name, ...] = DEFAULT_GENDERS
+    identities_per_cell: int = Field(60, ge=1)
+    image_size: int = Field(128, ge=48, le=1024)
+    intensity_min: float = Field(0.35, gt=0, le=1)
+    intensity_max: float = Field(1.0, gt=0, le=1)
+    norms: NormsParams = NormsParams()
+
+    @model_validator(mode="after")
+    def _range(self) -> StimuliParams:
+        if self.intensity_max < self.intensity_min:
+            raise ValueError("intensity_max must be >= intensity_min")
+        return self
+
+
+class Params(_Frozen):
+    """Everything in params.yaml, one section per stage."""
+
+    study: StudyParams = StudyParams()
+    stimuli: StimuliParams = StimuliParams()
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid parameters"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_params(data: object, *, source: str | Path = "params") -> Params:
+    """Validate an already-parsed mapping into :class:`Params` (raises ConfigError)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of sections")
+    # YAML lists arrive as lists; strict mode wants tuples for the frozen models.
+    try:
+        return Params.model_validate(_lists_to_tuples(data))
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(Path(source), err)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml. Unknown keys and wrong types raise ConfigError naming the key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: parameters file not found") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return parse_params(data, source=path)
+
+
+def _lists_to_tuples(obj: object) -> object:
+    if isinstance(obj, dict):
+        return {k: _lists_to_tuples(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return tuple(_lists_to_tuples(v) for v in obj)
+    return obj

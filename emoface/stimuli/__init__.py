@@ -1,0 +1,1 @@
+"""Stimulus sets: the embedded generator, importers, and validated loading."""

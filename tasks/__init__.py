@@ -1,0 +1,1 @@
+"""Prefect task wrappers: read inputs, call the emoface library, validate, write outputs."""
