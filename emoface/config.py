@@ -69,11 +69,46 @@ class StimuliParams(_Frozen):
         return self
 
 
+class OllamaParams(_Frozen):
+    """The Ollama server. ``host: null`` means OLLAMA_HOST, else http://127.0.0.1:11434."""
+
+    host: str | None = None
+    concurrency: int = Field(4, ge=1, le=64)
+    timeout_s: float = Field(300.0, gt=0)
+    retries: int = Field(4, ge=0, le=20)
+    backoff_s: float = Field(1.0, ge=0)
+
+
+class SimulatedParams(_Frozen):
+    """The simulated backend; latency/capacity make it a stand-in server for benchmarks."""
+
+    latency_s: float = Field(0.0, ge=0)
+    capacity: int | None = Field(None, ge=1)
+
+
+class MlxParams(_Frozen):
+    top_k: int = Field(50, ge=1, le=1000)
+
+
+class InferenceParams(_Frozen):
+    """Generation options (sent explicitly on every request) and batching."""
+
+    seed: int = 1234
+    max_tokens: int = Field(64, ge=1)
+    num_ctx: int = Field(4096, ge=512)
+    top_logprobs: int = Field(20, ge=0, le=20)
+    batch_size: int = Field(60, ge=1)
+    ollama: OllamaParams = OllamaParams()
+    simulated: SimulatedParams = SimulatedParams()
+    mlx: MlxParams = MlxParams()
+
+
 class Params(_Frozen):
     """Everything in params.yaml, one section per stage."""
 
     study: StudyParams = StudyParams()
     stimuli: StimuliParams = StimuliParams()
+    inference: InferenceParams = InferenceParams()
 
 
 def _format_validation_error(path: Path, err: ValidationError) -> str:

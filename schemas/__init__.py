@@ -6,6 +6,10 @@ failure report into an error that names the file, row and field.
 """
 
 from schemas.base import validate
+from schemas.predictions import PredictionsSchema, predictions_schema
 from schemas.stimuli import MANIFEST_SOURCES, ManifestSchema, NormsSchema, manifest_schema
 
-__all__ = ["MANIFEST_SOURCES", "ManifestSchema", "NormsSchema", "manifest_schema", "validate"]
+__all__ = [
+    "MANIFEST_SOURCES", "ManifestSchema", "NormsSchema", "PredictionsSchema", "manifest_schema",
+    "predictions_schema", "validate",
+]

@@ -1,0 +1,137 @@
+"""The backend interface: one main method, :meth:`Backend.converse`.
+
+A backend answers one conversation (a list of user turns, the image with the first turn when there
+is one), carrying its own answers forward, and reports per turn the text, the generated tokens with
+their top-k log-probabilities, token counts and latency. Hidden states (A9) are an optional second
+capability.
+
+Errors: :class:`TransientBackendError` (connection refused/reset, timeouts, 5xx: worth retrying)
+and :class:`PermanentBackendError` (model missing, 4xx, bad request: retrying cannot help; the
+message says what to do).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from emoface.errors import EmofaceError
+from emoface.prompts import Turn
+
+
+class BackendError(EmofaceError):
+    """A backend call failed."""
+
+
+class TransientBackendError(BackendError):
+    """Worth retrying: the server may answer next time."""
+
+
+class PermanentBackendError(BackendError):
+    """Retrying cannot help; the message says what to run or change."""
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Sent explicitly on every request, so server defaults never leak into a run."""
+
+    temperature: float = 0.0
+    seed: int = 0
+    max_tokens: int = 64
+    num_ctx: int = 4096
+    top_logprobs: int = 20  # 0 = do not ask for log-probabilities
+
+    def as_dict(self) -> dict:
+        return {"temperature": self.temperature, "seed": self.seed, "max_tokens": self.max_tokens,
+                "num_ctx": self.num_ctx, "top_logprobs": self.top_logprobs}
+
+
+@dataclass(frozen=True)
+class StimulusInput:
+    """What a backend gets to see of a stimulus."""
+
+    stimulus_id: str
+    image_path: Path
+    sha256: str
+
+
+@dataclass(frozen=True)
+class TokenStep:
+    """One generated token, with the alternatives the backend reported.
+
+    ``top`` holds ``(token_id, token_text, logprob)``; ``token_id`` is -1 where the backend does not
+    expose ids (Ollama). ``digit_logprobs`` holds exact full-vocabulary log-probabilities of the
+    digits 1..9 (space-prefixed variants merged) where the backend can compute them (mlx, simulated).
+    """
+
+    token: str
+    logprob: float
+    top: tuple[tuple[int, str, float], ...] = ()
+    digit_logprobs: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    text: str
+    steps: tuple[TokenStep, ...] = ()
+    latency_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens served from a KV/prompt cache
+    attempts: int = 1  # calls made for this turn, retries included
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Provenance stamped on every prediction row."""
+
+    model_id: str  # backend/model, e.g. "ollama/gemma3:4b"
+    backend: str
+    model: str
+    digest: str
+    backend_version: str
+    quantization: str
+    simulated: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """A model that can answer rating conversations."""
+
+    #: how many conversations may run at once against this backend
+    max_concurrency: int = 1
+
+    @property
+    @abstractmethod
+    def info(self) -> ModelInfo:
+        """Model id, digest, versions, quantization (may contact the server once)."""
+
+    @abstractmethod
+    def converse(
+        self,
+        stimulus: StimulusInput | None,
+        turns: Sequence[Turn],
+        options: GenerationOptions,
+        *,
+        json_schema: dict | None = None,
+    ) -> list[TurnResult]:
+        """Answer ``turns`` in order, each answer kept in the context of the next.
+
+        ``stimulus`` is None for text-only conversations; otherwise its image goes with the first
+        turn whose ``with_image`` is set. ``json_schema`` constrains the output format where the
+        backend supports it (single-shot).
+        """
+
+    def hidden_states(self, stimulus: StimulusInput, prompt: str) -> dict[str, np.ndarray]:
+        """Per-layer hidden states for one image: ``{"image_pool": (L, d), "last_token": (L, d)}``.
+
+        ``image_pool`` is the mean over the image tokens, ``last_token`` the last prompt token.
+        """
+        raise PermanentBackendError(f"{self.info.model_id}: this backend cannot return hidden states")
+
+    def close(self) -> None:
+        """Release connections or model memory."""

@@ -1,0 +1,1 @@
+"""Running conditions over stimuli: conditions, the batch runner, and the prediction store."""

@@ -1,0 +1,57 @@
+"""An experimental condition: what a model is asked, how, and which repeat.
+
+Identity of work: two conditions that would send the same requests are the same work. A T = 0
+condition is deterministic, so its repeats collapse to repeat 1 (:meth:`Condition.work`); T > 0
+repeats are distinct (each gets its own seed).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from emoface.backends.base import GenerationOptions
+from emoface.config import InferenceParams
+from emoface.prompts import PROMPT_VERSION, Protocol
+
+LabelSource = Literal["baseline", "intended"]
+
+
+class Condition(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    protocol: Protocol = "context_carry"
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    repeat: int = Field(1, ge=1)
+    label_source: LabelSource | None = None
+
+    @model_validator(mode="after")
+    def _labels(self) -> Condition:
+        if (self.protocol == "text_only") != (self.label_source is not None):
+            raise ValueError("label_source is required for text_only and only for text_only")
+        return self
+
+    def work(self) -> Condition:
+        """The canonical form of this condition's work (T = 0 repeats are one piece of work)."""
+        return self.model_copy(update={"repeat": 1}) if self.temperature == 0 else self
+
+    @property
+    def condition_id(self) -> str:
+        w = self.work()
+        proto = w.protocol + (f"-{w.label_source}" if w.label_source else "")
+        return f"{proto}_t{w.temperature:g}_r{w.repeat}"
+
+    @property
+    def prompt_version(self) -> str:
+        return PROMPT_VERSION[self.protocol]
+
+    def options(self, inference: InferenceParams, *, top_logprobs: int | None = None) -> GenerationOptions:
+        w = self.work()
+        return GenerationOptions(
+            temperature=w.temperature,
+            seed=inference.seed + (w.repeat - 1),
+            max_tokens=inference.max_tokens,
+            num_ctx=inference.num_ctx,
+            top_logprobs=inference.top_logprobs if top_logprobs is None else top_logprobs,
+        )

@@ -1,0 +1,147 @@
+"""Rating stimuli under a condition: conversations -> parsed prediction rows + logit records.
+
+Conversations run concurrently up to the backend's ``max_concurrency`` (a thread pool: backend calls
+are I/O-bound for servers; the mlx backend runs one at a time). Rows come back in input order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from emoface.backends.base import Backend, GenerationOptions, ModelInfo, StimulusInput, TurnResult
+from emoface.inference.conditions import Condition
+from emoface.logits import digit_distribution, rating_step
+from emoface.parsing import PARSER_VERSION, Parsed, parse_emotion, parse_rating, parse_single_shot
+from emoface.prompts import conversations, single_shot_schema
+
+RATING_FIELDS = ("valence", "arousal")
+
+
+@dataclass(frozen=True)
+class LogitRecord:
+    """The rating step of one valence/arousal answer."""
+
+    stimulus_id: str
+    field: str
+    step: int  # index of the rating step among the generated tokens; -1 if no digit was generated
+    top_ids: np.ndarray
+    top_tokens: list[str]
+    top_logprobs: np.ndarray
+    digit_logprobs: np.ndarray  # (9,), NaN = not in top-k / no rating step
+    digit_mass: float
+    source: str  # exact | topk | none
+
+
+def _logit_record(stimulus_id: str, field: str, turn: TurnResult) -> LogitRecord:
+    i = rating_step(turn.steps)
+    if i is None:
+        return LogitRecord(stimulus_id, field, -1, np.zeros(0, np.int64), [], np.zeros(0),
+                           np.full(9, np.nan), 0.0, "none")
+    step = turn.steps[i]
+    dist = digit_distribution(step)
+    return LogitRecord(
+        stimulus_id, field, i,
+        np.array([t[0] for t in step.top], dtype=np.int64),
+        [t[1] for t in step.top],
+        np.array([t[2] for t in step.top], dtype=np.float64),
+        dist.logprobs, dist.mass, dist.source,
+    )
+
+
+def rate_stimulus(
+    backend: Backend,
+    info: ModelInfo,
+    stimulus: StimulusInput,
+    condition: Condition,
+    emotions: Sequence[str],
+    options: GenerationOptions,
+    *,
+    label: str | None = None,
+) -> tuple[dict, list[LogitRecord]]:
+    """Run every conversation one stimulus needs and parse the answers into one row."""
+    parsed: dict[str, Parsed] = {}
+    raw: list[dict] = []
+    turns_done: list[TurnResult] = []
+    records: list[LogitRecord] = []
+    for conv in conversations(condition.protocol, emotions, label=label):
+        image_stim = stimulus if any(t.with_image for t in conv) else None
+        schema = single_shot_schema() if conv[0].field == "json" else None
+        results = backend.converse(image_stim, conv, options, json_schema=schema)
+        for turn, res in zip(conv, results, strict=True):
+            raw.append({"field": turn.field, "text": res.text})
+            turns_done.append(res)
+            if turn.field == "json":
+                parsed.update(parse_single_shot(res.text, emotions))
+            elif turn.field == "emotion":
+                parsed["emotion"] = parse_emotion(res.text, emotions)
+            else:
+                parsed[turn.field] = parse_rating(res.text)
+                records.append(_logit_record(stimulus.stimulus_id, turn.field, res))
+    emotion = parsed.get("emotion", Parsed(None, "unparseable"))
+    row = {
+        "condition_id": condition.condition_id,
+        "protocol": condition.protocol,
+        "temperature": float(condition.temperature),
+        "repeat": condition.work().repeat,
+        "label_source": condition.label_source,
+        "label_given": label,
+        "model_id": info.model_id,
+        "backend": info.backend,
+        "model_digest": info.digest,
+        "backend_version": info.backend_version,
+        "quantization": info.quantization,
+        "simulated": info.simulated,
+        "stimulus_id": stimulus.stimulus_id,
+        "stimulus_sha256": stimulus.sha256,
+        "prompt_version": condition.prompt_version,
+        "parser_version": PARSER_VERSION,
+        "options": json.dumps(options.as_dict(), sort_keys=True),
+        "emotion": emotion.value if condition.protocol != "text_only" else None,
+        "emotion_status": emotion.status if condition.protocol != "text_only" else "not_asked",
+        **{f: parsed[f].value for f in RATING_FIELDS},
+        **{f"{f}_status": parsed[f].status for f in RATING_FIELDS},
+        "raw_answers": json.dumps(raw, ensure_ascii=False),
+        "n_calls": len(turns_done),
+        "attempts": sum(r.attempts for r in turns_done),
+        "latency_s": float(sum(r.latency_s for r in turns_done)),
+        "prompt_tokens": sum(r.prompt_tokens for r in turns_done),
+        "completion_tokens": sum(r.completion_tokens for r in turns_done),
+        "cached_tokens": sum(r.cached_tokens for r in turns_done),
+    }
+    return row, records
+
+
+def run_batch(
+    backend: Backend,
+    stimuli: Sequence[StimulusInput],
+    condition: Condition,
+    emotions: Sequence[str],
+    options: GenerationOptions,
+    *,
+    labels: Mapping[str, str] | None = None,
+    on_done: Callable[[int], None] | None = None,
+) -> tuple[list[dict], list[LogitRecord]]:
+    """Rate ``stimuli`` concurrently; rows in input order."""
+    info = backend.info
+
+    def one(stim: StimulusInput):
+        label = labels[stim.stimulus_id] if labels is not None else None
+        out = rate_stimulus(backend, info, stim, condition, emotions, options, label=label)
+        if on_done is not None:
+            on_done(1)
+        return out
+
+    workers = max(1, min(backend.max_concurrency, len(stimuli)))
+    if workers == 1:
+        results = [one(s) for s in stimuli]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(one, stimuli))
+    rows = [r for r, _ in results]
+    records = [rec for _, recs in results for rec in recs]
+    return rows, records
