@@ -1,0 +1,118 @@
+"""The Ollama backend against a local HTTP server speaking the documented Ollama API.
+
+The backend's code path is exactly the one a real server gets: the official client, real HTTP.
+Only the server is a stand-in (there is no Ollama binary here).
+"""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from emoface.backends import make_backend
+from emoface.backends.base import PermanentBackendError, TransientBackendError
+from emoface.config import InferenceParams, OllamaParams
+from emoface.inference.conditions import Condition
+from emoface.inference.engine import run_condition
+from emoface.inference.store import PredictionStore
+from emoface.prompts import conversations
+from emoface.stimuli.store import load_stimulus_set
+from tests.fake_ollama import FakeOllama
+
+
+def _inference(host: str, **kw) -> InferenceParams:
+    ollama = OllamaParams(host=host, **{"timeout_s": 5.0, "retries": 2, "backoff_s": 0.01, **kw})
+    return InferenceParams(ollama=ollama, batch_size=12)
+
+
+@pytest.fixture
+def stimuli(small_set, small_params):
+    return load_stimulus_set(small_set, small_params.study)
+
+
+def test_context_carry_request_shapes(stimuli, small_params):
+    with FakeOllama() as server:
+        be = make_backend("ollama/gemma3:4b", _inference(server.host),
+                          emotions=small_params.study.emotions)
+        info = be.info
+        assert info.digest.startswith("sha256:a2af6cc3eb7f")
+        assert "ollama-server 0.12.9" in info.backend_version and info.quantization == "Q4_K_M"
+        from emoface.inference.engine import stimulus_inputs
+
+        stim = stimulus_inputs(stimuli)[0]
+        opts = Condition().options(InferenceParams())
+        turns = conversations("context_carry", small_params.study.emotions)[0]
+        results = be.converse(stim, turns, opts)
+        reqs = server.chat_requests()
+        assert len(reqs) == 3 and len(results) == 3
+        for i, req in enumerate(reqs):
+            # options are always explicit: server defaults never leak into a run
+            assert req["options"] == {"temperature": 0.0, "seed": 1234, "num_predict": 64,
+                                      "num_ctx": 4096}
+            assert req["logprobs"] is True and req["top_logprobs"] == 20
+            assert len(req["messages"]) == 2 * i + 1  # answers carried
+            assert req["messages"][0]["images"] == [
+                base64.b64encode(stim.image_path.read_bytes()).decode()]
+            assert all("images" not in m or not m["images"] for m in req["messages"][1:])
+        assert reqs[2]["messages"][1] == {"role": "assistant", "content": results[0].text}
+        assert results[1].steps and results[1].steps[0].top  # logprobs came back
+        assert results[1].steps[0].top[0][0] == -1  # Ollama exposes no token ids
+
+
+def test_single_shot_sends_json_schema(stimuli, small_params, tmp_path):
+    with FakeOllama() as server:
+        inf = _inference(server.host)
+        be = make_backend("ollama/gemma3:4b", inf, emotions=small_params.study.emotions)
+        c = Condition(protocol="single_shot")
+        df, calls = run_condition(be, stimuli, c, c.options(inf), PredictionStore(tmp_path),
+                                  small_params.study.emotions, batch_size=12)
+        assert calls == 48 and df.height == 48
+        fmt = server.chat_requests()[0]["format"]
+        assert fmt["type"] == "object" and set(fmt["required"]) == {"emotion", "valence", "arousal"}
+        assert set(df["valence_status"]) == {"ok"}
+
+
+def test_missing_model_fails_at_once_with_pull_hint(small_params):
+    with FakeOllama() as server:
+        be = make_backend("ollama/llava:34b", _inference(server.host),
+                          emotions=small_params.study.emotions)
+        with pytest.raises(PermanentBackendError, match="ollama pull llava:34b"):
+            be.info
+        be2 = make_backend("ollama/llava:34b", _inference(server.host),
+                           emotions=small_params.study.emotions)
+        be2._info = object()  # skip the tags lookup: the chat call itself must say 404 -> pull
+        with pytest.raises(PermanentBackendError, match="ollama pull llava:34b"):
+            be2.converse(None, conversations("text_only", ["angry"], label="angry")[0],
+                         Condition().options(InferenceParams()))
+        assert len(server.chat_requests()) == 1  # no retries for a permanent error
+
+
+def test_connection_refused_is_transient_and_retried(small_params):
+    inf = _inference("http://127.0.0.1:9", retries=1)
+    be = make_backend("ollama/gemma3:4b", inf, emotions=small_params.study.emotions)
+    with pytest.raises(TransientBackendError, match="cannot reach"):
+        be.info
+
+
+def test_host_comes_from_OLLAMA_HOST(monkeypatch, small_params):
+    with FakeOllama() as server:
+        monkeypatch.setenv("OLLAMA_HOST", server.host)
+        be = make_backend("ollama/gemma3:4b", InferenceParams(),
+                          emotions=small_params.study.emotions)
+        assert be.info.extra["host"].rstrip("/") == server.host
+
+
+def test_thirty_percent_transient_faults_still_complete(stimuli, small_params, tmp_path):
+    with FakeOllama(fault_rate=0.3, stall_s=1.5, seed=3) as server:
+        inf = _inference(server.host, timeout_s=0.5, retries=8, concurrency=4)
+        be = make_backend("ollama/gemma3:4b", inf, emotions=small_params.study.emotions)
+        c = Condition()
+        df, calls = run_condition(be, stimuli, c, c.options(inf), PredictionStore(tmp_path),
+                                  small_params.study.emotions, batch_size=12)
+        assert df.height == 48 and df["stimulus_id"].n_unique() == 48
+        assert set(server.fault_log) == {"500", "drop", "stall"}
+        # the retries are visible in the record
+        assert df["attempts"].sum() == df["n_calls"].sum() + len(server.fault_log)
+        assert df["attempts"].max() > df["n_calls"].min()
+        assert server.max_in_flight <= 4
