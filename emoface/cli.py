@@ -87,5 +87,33 @@ def check(
     Console().print(f"{name}: {s.manifest.height} stimuli OK ({norms} norms)")
 
 
+@app.command("infer")
+def infer(
+    model: Annotated[str, typer.Option(help="model id, backend/model")] = "simulated/gemma3-4b",
+    protocol: Annotated[str, typer.Option(help="context_carry | single_shot | text_only")] = (
+        "context_carry"),
+    temperature: Annotated[float, typer.Option()] = 0.0,
+    repeat: Annotated[int, typer.Option()] = 1,
+    label_source: Annotated[str | None, typer.Option(help="text_only: baseline | intended")] = None,
+    stimulus_set: Annotated[str | None, typer.Option("--set", help="stimulus set name")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    data: DataOpt = Path("data"),
+) -> None:
+    """Run one condition for one model (resumable: only missing batches call the backend)."""
+    import json
+
+    from emoface.inference.service import run_condition_for
+
+    try:
+        p = load_params(params)
+        summary = run_condition_for(p, DataPaths(data), model, protocol=protocol,
+                                    temperature=temperature, repeat=repeat,
+                                    label_source=label_source, stimulus_set=stimulus_set,
+                                    progress=sys.stderr.isatty())
+    except EmofaceError as err:
+        _fail(err)
+    print(json.dumps(summary))
+
+
 def main() -> None:  # pragma: no cover - thin wrapper
     sys.exit(app())

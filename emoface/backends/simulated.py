@@ -59,7 +59,6 @@ from emoface.backends.base import (
     TokenStep,
     TurnResult,
 )
-from emoface.prompts import Turn
 from emoface.stimuli.faces import PROTOTYPES, Expression
 from emoface.stimuli.generate import ANCHORS, NEUTRAL
 

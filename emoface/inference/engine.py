@@ -109,6 +109,7 @@ def run_condition(
     """Run every missing batch; return all rows (validated) and the backend calls made."""
     specs = plan_condition(backend, stimulus_set, condition, options, store,
                            batch_size=batch_size, labels=labels)
+    store.sweep(specs[0].folder)
     calls = sum(run_one_batch(backend, s, store, emotions, on_done) for s in specs)
     return store.read(specs[0].folder, emotions, n_batches=len(specs)), calls
 

@@ -71,6 +71,14 @@ class PredictionStore:
     def batch_file(folder: Path, index: int, suffix: str) -> Path:
         return folder / f"b{index:04d}.{suffix}"
 
+    @staticmethod
+    def sweep(folder: Path) -> int:
+        """Remove temporary files a killed writer left behind (never a committed batch)."""
+        stale = list(folder.glob(".*.tmp")) if folder.is_dir() else []
+        for f in stale:
+            f.unlink(missing_ok=True)
+        return len(stale)
+
     def is_done(self, folder: Path, index: int, key: str) -> bool:
         path = self.batch_file(folder, index, "parquet")
         if not path.exists():

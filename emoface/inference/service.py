@@ -1,0 +1,74 @@
+"""One call that does what a researcher means by "run this condition for this model".
+
+Loads the stimulus set, builds the backend, resolves text-only labels, runs the missing batches
+with a rich progress bar when asked, and returns a summary. Used by the CLI; the Prefect tasks use
+the same pieces batch by batch.
+"""
+
+from __future__ import annotations
+
+from emoface.backends import make_backend
+from emoface.config import Params
+from emoface.errors import DataError
+from emoface.inference.conditions import Condition
+from emoface.inference.engine import (
+    baseline_labels,
+    intended_labels,
+    plan_condition,
+    run_one_batch,
+)
+from emoface.inference.store import PredictionStore
+from emoface.paths import DataPaths
+from emoface.stimuli.store import StimulusSet, load_stimulus_set
+
+BASELINE = Condition()
+
+
+def resolve_labels(condition: Condition, stimulus_set: StimulusSet, store: PredictionStore,
+                   model_id: str, emotions) -> dict[str, str] | None:
+    """Labels for a text-only condition: the intended ones, or the model's own baseline answers."""
+    if condition.label_source is None:
+        return None
+    if condition.label_source == "intended":
+        return intended_labels(stimulus_set)
+    folder = store.condition_dir(stimulus_set.paths.root.name, BASELINE.condition_id, model_id)
+    try:
+        baseline = store.read(folder, emotions)
+    except DataError as err:
+        raise DataError(f"text-only with baseline labels needs the baseline of {model_id} "
+                        f"first ({err})") from None
+    return baseline_labels(baseline)
+
+
+def run_condition_for(params: Params, data: DataPaths, model_id: str, *, protocol: str,
+                      temperature: float = 0.0, repeat: int = 1, label_source: str | None = None,
+                      stimulus_set: str | None = None, progress: bool = False) -> dict:
+    emotions = params.study.emotions
+    ss = load_stimulus_set(data.stimulus_set(stimulus_set or params.stimuli.set_name), params.study)
+    condition = Condition(protocol=protocol, temperature=temperature, repeat=repeat,
+                          label_source=label_source)
+    backend = make_backend(model_id, params.inference, emotions=emotions, stimulus_set=ss)
+    store = PredictionStore(data.root)
+    labels = resolve_labels(condition, ss, store, backend.info.model_id, emotions)
+    specs = plan_condition(backend, ss, condition, condition.options(params.inference), store,
+                           batch_size=params.inference.batch_size, labels=labels)
+    store.sweep(specs[0].folder)
+    todo = [s for s in specs if not store.is_done(s.folder, s.index, s.key)]
+    calls = 0
+    if progress and todo:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"{model_id} {condition.condition_id}",
+                                total=sum(len(s.stimuli) for s in todo))
+            for spec in todo:
+                calls += run_one_batch(backend, spec, store, emotions,
+                                       on_done=lambda n: bar.advance(task, n))
+    else:
+        for spec in todo:
+            calls += run_one_batch(backend, spec, store, emotions)
+    rows = store.read(specs[0].folder, emotions, n_batches=len(specs))
+    backend.close()
+    return {"model_id": backend.info.model_id, "condition_id": condition.condition_id,
+            "batches": len(specs), "batches_run": len(todo), "calls": calls, "rows": rows.height,
+            "folder": str(specs[0].folder)}
