@@ -133,5 +133,5 @@ class Backend(ABC):
         """
         raise PermanentBackendError(f"{self.info.model_id}: this backend cannot return hidden states")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release connections or model memory."""

@@ -78,7 +78,7 @@ def test_missing_model_fails_at_once_with_pull_hint(small_params):
         be = make_backend("ollama/llava:34b", _inference(server.host),
                           emotions=small_params.study.emotions)
         with pytest.raises(PermanentBackendError, match="ollama pull llava:34b"):
-            be.info
+            _ = be.info
         be2 = make_backend("ollama/llava:34b", _inference(server.host),
                            emotions=small_params.study.emotions)
         be2._info = object()  # skip the tags lookup: the chat call itself must say 404 -> pull
@@ -92,7 +92,7 @@ def test_connection_refused_is_transient_and_retried(small_params):
     inf = _inference("http://127.0.0.1:9", retries=1)
     be = make_backend("ollama/gemma3:4b", inf, emotions=small_params.study.emotions)
     with pytest.raises(TransientBackendError, match="cannot reach"):
-        be.info
+        _ = be.info
 
 
 def test_host_comes_from_OLLAMA_HOST(monkeypatch, small_params):

@@ -30,8 +30,9 @@ def medium(tmp_path_factory):
     return ss, world, stimulus_inputs(ss)
 
 
-def rate(medium, name, condition=Condition(), labels=None) -> pl.DataFrame:
+def rate(medium, name, condition=None, labels=None) -> pl.DataFrame:
     ss, world, stims = medium
+    condition = condition or Condition()
     be = SimulatedBackend(name, world, emotions=EMOTIONS)
     rows, _ = run_batch(be, stims, condition, EMOTIONS, condition.options(InferenceParams()),
                         labels=labels)
