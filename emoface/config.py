@@ -7,7 +7,7 @@ library code receives these objects and never opens params.yaml itself.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -103,12 +103,69 @@ class InferenceParams(_Frozen):
     mlx: MlxParams = MlxParams()
 
 
+ModelId = Annotated[str, Field(pattern=r"^(simulated|ollama|mlx|fer)/.+")]
+
+
+class ModelsParams(_Frozen):
+    """The study's models (every ablation's default) as backend/model ids."""
+
+    study: tuple[ModelId, ...] = ("simulated/gemma3-4b", "simulated/llama3.2-vision-11b")
+
+
+class A1Params(_Frozen):
+    label_source: Literal["baseline", "intended"] = "baseline"
+
+
+class A3Params(_Frozen):
+    temperatures: tuple[float, ...] = (0.0, 0.3, 0.7, 1.0)
+    repeats: int = Field(3, ge=1)
+
+
+class A4Params(_Frozen):
+    fp16: ModelId = "simulated/gemma3-4b-fp16"
+    q4: ModelId = "simulated/gemma3-4b"
+
+
+class A6Params(_Frozen):
+    models: tuple[ModelId, ...] = ("simulated/qwen2-vl-7b", "simulated/kimi-vl",
+                                   "simulated/smolvlm2")
+
+
+class A7Params(_Frozen):
+    real_set: Name = "fer2013_demo"
+    fer_models: tuple[ModelId, ...] = ("fer/mini-xception",)
+
+
+class A9Params(_Frozen):
+    model: ModelId = "simulated/gemma3-4b"
+
+
+class AblationsParams(_Frozen):
+    A1: A1Params = A1Params()
+    A3: A3Params = A3Params()
+    A4: A4Params = A4Params()
+    A6: A6Params = A6Params()
+    A7: A7Params = A7Params()
+    A9: A9Params = A9Params()
+
+
+class AnalysisParams(_Frozen):
+    alpha: float = Field(0.05, gt=0, lt=1)
+    bootstrap: int = Field(2000, ge=100)
+    permutations: int = Field(1000, ge=99)
+    seed: int = 7
+    digit_mass_threshold: float = Field(0.5, ge=0, le=1)
+
+
 class Params(_Frozen):
     """Everything in params.yaml, one section per stage."""
 
     study: StudyParams = StudyParams()
     stimuli: StimuliParams = StimuliParams()
     inference: InferenceParams = InferenceParams()
+    models: ModelsParams = ModelsParams()
+    ablations: AblationsParams = AblationsParams()
+    analysis: AnalysisParams = AnalysisParams()
 
 
 def _format_validation_error(path: Path, err: ValidationError) -> str:

@@ -1,0 +1,189 @@
+"""Statistical primitives that no installed library provides, plus thin wrappers of those that do.
+
+Hand-written (pinned to published values in tests/analysis/test_stats.py):
+
+* dependent correlations sharing one variable (A1): Williams' t (Steiger 1980, eq. 7; df = n - 3),
+  Steiger's Z1* (Steiger 1980, eq. 14), Hotelling's t, and Zou's (2007) confidence interval;
+* CKA (Kornblith et al. 2019): linear CKA and debiased CKA (unbiased HSIC, Song et al. 2012),
+  computed in feature space in O(n p) so permutation nulls over 1,440 images stay cheap;
+* rho-a (Nili et al. 2014): Spearman's formula on tie-averaged ranks without tie correction.
+
+From libraries: Cohen's kappa (statsmodels), Pearson r and its Fisher CI (scipy), Wilson CIs
+(statsmodels), chi-square (scipy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+# --- dependent correlations ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DependentCorrelationTest:
+    """r_jk vs r_jh (j shared), with r_kh the correlation of k and h, over n cases."""
+
+    r_jk: float
+    r_jh: float
+    r_kh: float
+    n: int
+    williams_t: float
+    williams_p: float
+    steiger_z: float
+    steiger_p: float
+    hotelling_t: float
+    zou_low: float
+    zou_high: float
+
+
+def _det(r_jk: float, r_jh: float, r_kh: float) -> float:
+    return 1 - r_jk**2 - r_jh**2 - r_kh**2 + 2 * r_jk * r_jh * r_kh
+
+
+def williams_t(r_jk: float, r_jh: float, r_kh: float, n: int) -> tuple[float, float]:
+    """Williams' t (Steiger 1980 eq. 7), df = n - 3; two-sided p."""
+    rbar = (r_jk + r_jh) / 2
+    det = _det(r_jk, r_jh, r_kh)
+    t = (r_jk - r_jh) * np.sqrt(
+        (n - 1) * (1 + r_kh) / (2 * (n - 1) / (n - 3) * det + rbar**2 * (1 - r_kh) ** 3))
+    return float(t), float(2 * stats.t.sf(abs(t), n - 3))
+
+
+def steiger_z(r_jk: float, r_jh: float, r_kh: float, n: int) -> tuple[float, float]:
+    """Steiger's Z1* (1980 eq. 14) with the pooled r-bar; two-sided p."""
+    rbar = (r_jk + r_jh) / 2
+    psi = r_kh * (1 - 2 * rbar**2) - 0.5 * rbar**2 * (1 - 2 * rbar**2 - r_kh**2)
+    c = psi / (1 - rbar**2) ** 2
+    z = (np.arctanh(r_jk) - np.arctanh(r_jh)) * np.sqrt(n - 3) / np.sqrt(2 - 2 * c)
+    return float(z), float(2 * stats.norm.sf(abs(z)))
+
+
+def hotelling_t(r_jk: float, r_jh: float, r_kh: float, n: int) -> float:
+    """Hotelling's (1940) t, df = n - 3 (kept for comparison; Williams' t is preferred)."""
+    return float((r_jk - r_jh) * np.sqrt((n - 3) * (1 + r_kh) / (2 * _det(r_jk, r_jh, r_kh))))
+
+
+def fisher_ci(r: float, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    z, se = np.arctanh(r), 1 / np.sqrt(n - 3)
+    q = stats.norm.ppf(1 - alpha / 2)
+    return float(np.tanh(z - q * se)), float(np.tanh(z + q * se))
+
+
+def zou_ci(r_jk: float, r_jh: float, r_kh: float, n: int,
+           alpha: float = 0.05) -> tuple[float, float]:
+    """Zou (2007) CI for r_jk - r_jh of two overlapping correlations."""
+    l1, u1 = fisher_ci(r_jk, n, alpha)
+    l2, u2 = fisher_ci(r_jh, n, alpha)
+    c = ((r_kh - 0.5 * r_jk * r_jh) * (1 - r_jk**2 - r_jh**2 - r_kh**2) + r_kh**3) / (
+        (1 - r_jk**2) * (1 - r_jh**2))
+    d = r_jk - r_jh
+    low = d - np.sqrt((r_jk - l1) ** 2 + (u2 - r_jh) ** 2 - 2 * c * (r_jk - l1) * (u2 - r_jh))
+    high = d + np.sqrt((u1 - r_jk) ** 2 + (r_jh - l2) ** 2 - 2 * c * (u1 - r_jk) * (r_jh - l2))
+    return float(low), float(high)
+
+
+def compare_dependent_correlations(r_jk: float, r_jh: float, r_kh: float, n: int,
+                                   alpha: float = 0.05) -> DependentCorrelationTest:
+    t, tp = williams_t(r_jk, r_jh, r_kh, n)
+    z, zp = steiger_z(r_jk, r_jh, r_kh, n)
+    lo, hi = zou_ci(r_jk, r_jh, r_kh, n, alpha)
+    return DependentCorrelationTest(r_jk, r_jh, r_kh, n, t, tp, z, zp,
+                                    hotelling_t(r_jk, r_jh, r_kh, n), lo, hi)
+
+
+# --- CKA ------------------------------------------------------------------------------------
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear CKA = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F) on column-centred X, Y."""
+    x = np.asarray(x, np.float64) - np.mean(x, axis=0)
+    y = np.asarray(y, np.float64) - np.mean(y, axis=0)
+    num = np.linalg.norm(y.T @ x) ** 2
+    return float(num / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))
+
+
+def _hsic_unbiased_terms(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased HSIC (Song et al. 2012) of linear kernels, up to the 1/(n(n-3)) factor.
+
+    With K = X X^T and L = Y Y^T, diagonals zeroed (K~, L~):
+    tr(K~ L~) + (1'K~1)(1'L~1)/((n-1)(n-2)) - 2/(n-2) 1'K~L~1, every term in feature space.
+    """
+    n = x.shape[0]
+    kx = np.einsum("ij,ij->i", x, x)  # diag(K)
+    ly = np.einsum("ij,ij->i", y, y)  # diag(L)
+    sx, sy = x.sum(axis=0), y.sum(axis=0)
+    tr = np.linalg.norm(x.T @ y) ** 2 - float(kx @ ly)
+    k1 = x @ sx - kx  # K~ 1
+    l1 = y @ sy - ly  # L~ 1
+    return tr + k1.sum() * l1.sum() / ((n - 1) * (n - 2)) - 2 / (n - 2) * float(k1 @ l1)
+
+
+def debiased_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Debiased linear CKA (Kornblith et al. 2019, via the unbiased HSIC estimator)."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    xy = _hsic_unbiased_terms(x, y)
+    xx = _hsic_unbiased_terms(x, x)
+    yy = _hsic_unbiased_terms(y, y)
+    return float(xy / np.sqrt(xx * yy))
+
+
+def gram_rbf(x: np.ndarray, threshold: float = 1.0) -> np.ndarray:
+    """RBF Gram matrix with bandwidth = threshold x median distance (Kornblith et al.)."""
+    dot = x @ x.T
+    sq = np.diag(dot)
+    d2 = -2 * dot + sq[:, None] + sq[None, :]
+    return np.exp(-d2 / (2 * threshold**2 * np.median(d2)))
+
+
+def gram_cka(gram_x: np.ndarray, gram_y: np.ndarray) -> float:
+    """CKA between two Gram matrices (biased centring), e.g. for RBF kernels."""
+    n = gram_x.shape[0]
+    h = np.eye(n) - 1.0 / n
+    gx, gy = h @ gram_x @ h, h @ gram_y @ h
+    return float((gx * gy).sum() / (np.linalg.norm(gx) * np.linalg.norm(gy)))
+
+
+# --- RSA ------------------------------------------------------------------------------------
+
+
+def rho_a(a: np.ndarray, b: np.ndarray) -> float:
+    """rho-a (Nili et al. 2014): 1 - 6 sum d^2 / (n^3 - n) on tie-averaged ranks."""
+    ra, rb = stats.rankdata(a), stats.rankdata(b)
+    n = ra.size
+    return float(1 - 6 * np.sum((ra - rb) ** 2) / (n**3 - n))
+
+
+def permutation_p(observed: float, null: np.ndarray) -> float:
+    """One-sided p = (b + 1) / (N + 1), b = null values >= observed."""
+    return float((np.sum(null >= observed) + 1) / (null.size + 1))
+
+
+# --- correlation and agreement --------------------------------------------------------------
+
+
+def pearson_with_ci(x: np.ndarray, y: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float]:
+    """Pearson r with the Fisher-z CI (as R's cor.test); NaN when undefined (constant input)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.size < 4 or np.std(x) == 0 or np.std(y) == 0:
+        return float("nan"), float("nan"), float("nan")
+    res = stats.pearsonr(x, y)
+    ci = res.confidence_interval(1 - alpha)
+    return float(res.statistic), float(ci.low), float(ci.high)
+
+
+def cohens_kappa(table: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float, float]:
+    """Cohen's kappa, its SE and CI from a square contingency table (statsmodels)."""
+    from statsmodels.stats.inter_rater import cohens_kappa as sm_kappa
+
+    table = np.asarray(table, float)
+    if table.shape[0] != table.shape[1]:
+        raise ValueError("kappa needs a square table with one label order on both axes")
+    res = sm_kappa(table)
+    # statsmodels' interval is fixed at 95 %; the same Wald interval at the requested alpha:
+    q = stats.norm.ppf(1 - alpha / 2)
+    k, se = float(res.kappa), float(res.std_kappa)
+    return k, se, k - q * se, k + q * se

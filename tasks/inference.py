@@ -1,0 +1,70 @@
+"""Prefect tasks for inference: one task run per batch of stimuli (not per image).
+
+Caching: :class:`StoredBatchPolicy` keys a batch on its content key (stimulus hashes, condition,
+model digest, prompt/parser versions, options, repeat) plus the digest of the stored shard, and
+never on retry settings or run ids. When the shard is missing (never run, or deleted by DVC before
+a re-run) there is no key, so the task always runs instead of returning a stale cached result.
+
+Retries: only transient backend errors (:class:`TransientBackendError`) are retried at task level,
+after the backend's own per-call retries gave up; bad inputs and permanent errors fail at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import CachePolicy
+from prefect.context import TaskRunContext
+from prefect.tasks import exponential_backoff
+
+from emoface.backends.base import Backend, TransientBackendError
+from emoface.inference.engine import BatchSpec, run_one_batch
+from emoface.inference.store import PredictionStore
+from emoface.io import sha256_file
+from tasks import progress
+
+
+class StoredBatchPolicy(CachePolicy):
+    """Cache key = batch content key + digest of the stored shard (None while not stored)."""
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
+                    flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
+        spec: BatchSpec = inputs["spec"]
+        shard = PredictionStore.batch_file(spec.folder, spec.index, "parquet")
+        if not shard.exists():
+            return None
+        return f"batch-{spec.key[:32]}-{sha256_file(shard)[:32]}"
+
+
+def retry_transient_only(task, task_run, state) -> bool:
+    """Retry the batch only when the backend said the failure was transient."""
+    try:
+        state.result()
+    except TransientBackendError:
+        return True
+    except Exception:  # noqa: BLE001 - anything else is not worth retrying
+        return False
+    return False
+
+
+@task(
+    name="inference-batch",
+    task_run_name="{spec.model_id} | {spec.condition.condition_id} | {spec.stimulus_set} b{spec.index}",
+    cache_policy=StoredBatchPolicy(),
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_condition_fn=retry_transient_only,
+    persist_result=True,
+    result_serializer="json",
+)
+def inference_batch(backend: Backend, spec: BatchSpec, data_root: str,
+                    emotions: Sequence[str]) -> dict:
+    """Run one batch unless stored; returns the backend calls made (0 when already stored)."""
+    store = PredictionStore(Path(data_root))
+    calls = run_one_batch(backend, spec, store, emotions, on_done=progress.advance)
+    if calls == 0:
+        progress.advance(len(spec.stimuli))
+    return {"batch": spec.index, "calls": calls, "stimuli": len(spec.stimuli)}

@@ -1,0 +1,91 @@
+"""Every hand-written method reproduces published values to the digits given.
+
+Sources (see ../shared/notes/statistics-references.md):
+* cocor's tests / Steiger (1980) / Zou (2007): dependent-correlation cases;
+* Kornblith et al. (2019) demo notebook: CKA values for np.random.seed(1337);
+* statpsych::ci.kappa(.05, 31, 12, 4, 58): kappa, SE and CI.
+"""
+
+import numpy as np
+import pytest
+
+from emoface.analysis import stats as s
+
+
+def test_williams_steiger_cocor_case():
+    t, p = s.williams_t(.3, .4, .5, 100)
+    assert t == pytest.approx(-1.0767, abs=5e-5) and p == pytest.approx(.2843, abs=5e-5)
+    z, pz = s.steiger_z(.3, .4, .5, 100)
+    assert z == pytest.approx(-1.0718, abs=5e-5) and pz == pytest.approx(.2838, abs=5e-5)
+
+
+def test_steiger_second_case():
+    assert s.steiger_z(.4, .5, .1, 103)[0] == pytest.approx(-0.8887185, abs=5e-8)
+
+
+def test_zou_ci():
+    lo, hi = s.zou_ci(.396, .179, .088, 66)
+    assert lo == pytest.approx(-.093, abs=5e-4) and hi == pytest.approx(.517, abs=5e-4)
+
+
+def test_hotelling():
+    assert s.hotelling_t(.612, .541, .466, 157) == pytest.approx(1.158, abs=5e-4)
+
+
+def test_kappa_statpsych_example():
+    k, se, lo, hi = s.cohens_kappa(np.array([[31, 12], [4, 58]]))
+    assert k == pytest.approx(0.6756757, abs=5e-8)
+    assert se == pytest.approx(0.07344761, abs=5e-8)
+    assert lo == pytest.approx(0.5317210, abs=5e-7) and hi == pytest.approx(0.8196303, abs=5e-7)
+
+
+def test_kappa_balanced_invariant():
+    # balanced design: chance agreement 1/6, so kappa = (6 acc - 1) / 5
+    rng = np.random.default_rng(0)
+    table = np.zeros((6, 6))
+    for i in range(6):
+        table[i] = rng.multinomial(240, np.eye(6)[i] * 0.6 + 0.4 / 6)
+    acc = np.trace(table) / table.sum()
+    assert s.cohens_kappa(table)[0] == pytest.approx((6 * acc - 1) / 5, rel=0.05)
+
+
+def _kornblith_xy():
+    np.random.seed(1337)
+    x = np.random.randn(100, 10)
+    y = np.random.randn(100, 10) + x
+    return x, y
+
+
+def test_cka_kornblith_demo_values():
+    x, y = _kornblith_xy()
+    assert s.linear_cka(x, y) == pytest.approx(0.55761, abs=5e-6)
+    assert s.debiased_cka(x, y) == pytest.approx(0.51346, abs=5e-6)
+    assert s.gram_cka(s.gram_rbf(x, 0.5), s.gram_rbf(y, 0.5)) == pytest.approx(0.65483, abs=5e-6)
+
+
+def test_linear_cka_equals_gram_form():
+    x, y = _kornblith_xy()
+    assert s.linear_cka(x, y) == pytest.approx(s.gram_cka(x @ x.T, y @ y.T), abs=1e-10)
+
+
+def test_debiased_cka_removes_dimension_bias():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 1000))  # pure noise, many features
+    y = rng.normal(size=(300, 2))
+    biased, debiased = s.linear_cka(x, y), s.debiased_cka(x, y)
+    assert biased > 0.05  # pure noise looks related under plain linear CKA ...
+    assert abs(debiased) < 0.02 and abs(debiased) < biased / 5  # ... and not once debiased
+
+
+def test_rho_a_matches_spearman_without_ties_and_differs_with_ties():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=50), rng.normal(size=50)
+    assert s.rho_a(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
+    tied = np.round(b)
+    assert s.rho_a(a, tied) != pytest.approx(spearmanr(a, tied).statistic, abs=1e-6)
+
+
+def test_permutation_p_never_zero():
+    assert s.permutation_p(5.0, np.zeros(999)) == pytest.approx(1 / 1000)
