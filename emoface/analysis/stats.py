@@ -131,6 +131,26 @@ def debiased_cka(x: np.ndarray, y: np.ndarray) -> float:
     return float(xy / np.sqrt(xx * yy))
 
 
+def debiased_cka_permutations(x: np.ndarray, y: np.ndarray, perms: np.ndarray) -> np.ndarray:
+    """Debiased CKA of ``x`` with ``y[p]`` for every row ``p`` of ``perms`` (label permutations).
+
+    HSIC(x, x) and HSIC(y, y) do not change when rows of y are permuted, and every term of
+    HSIC(x, y[p]) is a sum over rows, so all permutations are computed in a few array operations.
+    """
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    n = x.shape[0]
+    kx = np.einsum("ij,ij->i", x, x)
+    ly = np.einsum("ij,ij->i", y, y)
+    k1 = x @ x.sum(axis=0) - kx
+    l1 = y @ y.sum(axis=0) - ly
+    yp = y[perms]  # (B, n, p)
+    cross = np.matmul(x.T[None], yp)  # (B, d, p): x^T y[p] for every permutation, through BLAS
+    tr = (cross**2).sum(axis=(1, 2)) - ly[perms] @ kx
+    xy = tr + k1.sum() * l1.sum() / ((n - 1) * (n - 2)) - 2 / (n - 2) * (l1[perms] @ k1)
+    return xy / np.sqrt(_hsic_unbiased_terms(x, x) * _hsic_unbiased_terms(y, y))
+
+
 def gram_rbf(x: np.ndarray, threshold: float = 1.0) -> np.ndarray:
     """RBF Gram matrix with bandwidth = threshold x median distance (Kornblith et al.)."""
     dot = x @ x.T

@@ -86,7 +86,7 @@ class SimProfile:
     text_noise_sd: float = 0.3
     race_valence_shift: float = 0.0
     digit_width: float = 0.9
-    collapse: float = 0.6
+    collapse: float = 1.0
     fp16_restore: float = 0.3
     digit_mass: float = 0.95
     odd_answer_rate: float = 0.01
@@ -98,12 +98,12 @@ class SimProfile:
 PROFILES: dict[str, SimProfile] = {
     "gemma3-4b": SimProfile(anger_bias=0.8),
     "llama3.2-vision-11b": SimProfile(emotion_beta=3.5, anger_bias=1.0, anchoring_context=0.7,
-                                      collapse=0.8, perception_noise_sd=0.7),
+                                      collapse=1.2, perception_noise_sd=0.7),
     "qwen2-vl-7b": SimProfile(emotion_beta=4.5, anger_bias=0.4, anchoring_context=0.5,
-                              collapse=0.5),
-    "kimi-vl": SimProfile(emotion_beta=4.2, anger_bias=0.5, anchoring_context=0.45, collapse=0.4),
+                              collapse=0.8),
+    "kimi-vl": SimProfile(emotion_beta=4.2, anger_bias=0.5, anchoring_context=0.45, collapse=0.7),
     "smolvlm2": SimProfile(emotion_beta=3.0, emotion_noise_sd=1.1, anger_bias=0.6,
-                           anchoring_context=0.8, collapse=1.0, odd_answer_rate=0.04),
+                           anchoring_context=0.8, collapse=1.4, odd_answer_rate=0.04),
 }
 
 

@@ -89,3 +89,12 @@ def test_rho_a_matches_spearman_without_ties_and_differs_with_ties():
 
 def test_permutation_p_never_zero():
     assert s.permutation_p(5.0, np.zeros(999)) == pytest.approx(1 / 1000)
+
+
+def test_vectorised_permutation_cka_equals_the_loop():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(120, 7)), rng.normal(size=(120, 2))
+    perms = np.stack([rng.permutation(120) for _ in range(5)])
+    fast = s.debiased_cka_permutations(x, y, perms)
+    slow = [s.debiased_cka(x, y[p]) for p in perms]
+    assert fast == pytest.approx(slow, abs=1e-12)

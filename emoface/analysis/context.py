@@ -1,0 +1,80 @@
+"""Loading what analyses need: validated predictions joined with the stimulus design and norms.
+
+Analyses never call a backend: they read stored predictions, logits and hidden states only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from emoface.ablations import BASELINE
+from emoface.config import Params
+from emoface.errors import DataError
+from emoface.inference.conditions import Condition
+from emoface.inference.store import HiddenStateStore, PredictionStore
+from emoface.paths import DataPaths
+from emoface.stimuli.store import StimulusSet, load_stimulus_set
+
+
+@dataclass
+class AnalysisContext:
+    params: Params
+    data: DataPaths
+    models: list[str]
+    _sets: dict[str, StimulusSet] = field(default_factory=dict)
+
+    @property
+    def emotions(self) -> tuple[str, ...]:
+        return self.params.study.emotions
+
+    @property
+    def a(self):
+        return self.params.analysis
+
+    def stimuli(self, name: str | None = None) -> StimulusSet:
+        name = name or self.params.stimuli.set_name
+        if name not in self._sets:
+            self._sets[name] = load_stimulus_set(self.data.stimulus_set(name), self.params.study)
+        return self._sets[name]
+
+    def design(self, name: str | None = None) -> pl.DataFrame:
+        """Manifest (intended emotion, race, gender, identity) + norms where the set has them."""
+        s = self.stimuli(name)
+        d = s.manifest.select("stimulus_id", pl.col("emotion").alias("intended"), "race",
+                              "gender", "identity", "source")
+        if s.norms is not None:
+            d = d.join(s.norms.select("stimulus_id", "valence_mean", "arousal_mean"),
+                       on="stimulus_id", how="left")
+        else:
+            d = d.with_columns(pl.lit(None, pl.Float64).alias("valence_mean"),
+                               pl.lit(None, pl.Float64).alias("arousal_mean"))
+        return d
+
+    def predictions(self, model_id: str, condition: Condition = BASELINE,
+                    set_name: str | None = None) -> pl.DataFrame:
+        """Validated predictions of one (model, condition), every stimulus present, joined."""
+        set_name = set_name or self.params.stimuli.set_name
+        store = PredictionStore(self.data.root)
+        folder = store.condition_dir(set_name, condition.condition_id, model_id)
+        df = store.read(folder, self.emotions)
+        design = self.design(set_name)
+        missing = set(design["stimulus_id"]) - set(df["stimulus_id"])
+        if missing:
+            raise DataError(f"{len(missing)} stimuli have no prediction (e.g. {sorted(missing)[0]});"
+                            " run the inference again to complete them", file=folder)
+        return df.join(design, on="stimulus_id", how="inner").sort("stimulus_id")
+
+    def logits(self, model_id: str, condition: Condition = BASELINE) -> dict[str, np.ndarray]:
+        store = PredictionStore(self.data.root)
+        folder = store.condition_dir(self.params.stimuli.set_name, condition.condition_id, model_id)
+        return store.read_logits(folder)
+
+    def hidden_layers(self, model_id: str) -> list[dict[str, np.ndarray]]:
+        folder = HiddenStateStore(self.data.root).model_dir(self.params.stimuli.set_name, model_id)
+        files = sorted(folder.glob("layer_*.npz"))
+        if not files:
+            raise DataError("no hidden states found; run A9's extraction first", file=folder)
+        return [dict(np.load(f, allow_pickle=False)) for f in files]
