@@ -663,7 +663,8 @@ def a9_hidden_states(ctx: AnalysisContext) -> AblationResult:
                f" => information in the representation, not the output): {model}, best layer "
                f"{best['layer']} (image tokens): debiased CKA {_fmt(best['debiased_cka'], 3)} "
                f"(null 95 % {_fmt(best['debiased_cka_null95'], 3)}, p = "
-               f"{_fmt(best['debiased_cka_p'], 4)}), within-category {_fmt(best['within_category_debiased_cka'], 3)} "
+               f"{_fmt(best['debiased_cka_p'], 4)}), within-category "
+               f"{_fmt(best['within_category_debiased_cka'], 3)} "
                f"(p = {_fmt(best['within_category_p'], 4)}); the output's mean within-category "
                f"r with human arousal {_fmt(out_within)} -> {o.replace('_', ' ')}")
     return AblationResult(
