@@ -1,0 +1,120 @@
+"""Writing results to ``data/results/<ID>/`` and the report ``data/results/report.md``.
+
+Per ablation: ``main.csv`` (+ other tables as CSV, large ones also Parquet), ``metrics.json``
+(DVC metrics), ``plots/*.csv`` (DVC plots), ``figures/*.png`` and ``verdict.md``. Every file that
+holds numbers from simulated data carries ``"simulated": true`` or a banner saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from emoface import __version__
+from emoface.ablations import EXECUTION_ORDER, REGISTRY
+from emoface.analysis.ablations import AblationResult
+from emoface.analysis.figures import figures_for
+from emoface.io import atomic_path, sha256_file, write_csv
+from emoface.parsing import PARSER_VERSION
+from emoface.prompts import PROMPT_VERSION
+
+BANNER = ("> **SIMULATED DATA.** These numbers come from the simulated rater "
+          "(`emoface.backends.simulated`) and synthetic faces and norms. They describe the "
+          "simulator, not a real vision-language model or real people.")
+
+
+def _json_safe(obj):
+    if isinstance(obj, float):
+        return None if math.isnan(obj) or math.isinf(obj) else obj
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if hasattr(obj, "item"):
+        return _json_safe(obj.item())
+    return obj
+
+
+def write_json(data: dict, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(_json_safe(data), indent=1, sort_keys=True) + "\n")
+
+
+def write_result(result: AblationResult, root: Path) -> Path:
+    """Write one ablation's results under ``root/<ID>/``; returns the folder."""
+    folder = root / result.ablation_id
+    for name, table in result.tables.items():
+        flat = table.select([c for c in table.columns if table[c].dtype != pl.Object])
+        write_csv(flat, folder / f"{name}.csv")
+    for name, table in result.plots.items():
+        write_csv(table, folder / "plots" / f"{name}.csv")
+    figures = figures_for(result, folder / "figures")
+    write_json({"ablation": result.ablation_id, "outcome": result.outcome,
+                "simulated": result.simulated, "verdict": result.verdict,
+                "figures": [f.name for f in figures], **result.metrics}, folder / "metrics.json")
+    with atomic_path(folder / "verdict.md") as tmp:
+        tmp.write_text((BANNER + "\n\n" if result.simulated else "") + result.verdict + "\n")
+    return folder
+
+
+def _markdown(table: pl.DataFrame, max_rows: int = 12) -> str:
+    pdf = table.head(max_rows).to_pandas()
+    return pdf.to_markdown(index=False, floatfmt=".3f")
+
+
+def _provenance(results: Sequence[AblationResult], data_files: Sequence[Path]) -> str:
+    models: dict[str, dict] = {}
+    for r in results:
+        for m in r.provenance.get("models", []):
+            models[m["model_id"]] = m
+    lines = ["## Provenance", "",
+             f"- code: emoface {__version__}; parser {PARSER_VERSION}; prompts "
+             + ", ".join(f"{k} = {v}" for k, v in PROMPT_VERSION.items()), "- models:"]
+    for m in models.values():
+        lines.append(f"  - `{m['model_id']}` ({m['backend']}, {m['backend_version']}, "
+                     f"quantization {m['quantization']}, digest `{m['model_digest'][:23]}...`"
+                     f"{', simulated' if m['simulated'] else ''})")
+    lines.append("- data (sha256):")
+    for f in data_files:
+        if f.exists():
+            lines.append(f"  - `{f.as_posix()}`: `{sha256_file(f)[:16]}...`")
+    return "\n".join(lines)
+
+
+def write_report(results: Sequence[AblationResult], root: Path,
+                 data_files: Sequence[Path]) -> Path:
+    """The report, in the plan's execution order, each section tied to its paper section."""
+    by_id = {r.ablation_id: r for r in results}
+    simulated = any(r.simulated for r in results)
+    parts = ["# VLM emotion-rating ablations: results", ""]
+    if simulated:
+        parts += [BANNER, ""]
+    parts += ["Each section states the plan's hypothesis and interpretation rule, the measured "
+              "effect with its confidence interval, and which interpretation the data support.", ""]
+    if "baseline" in by_id:
+        b = by_id["baseline"]
+        cols = ["model_id", "accuracy", "kappa", "kappa_low", "kappa_high", "valence_r",
+                "arousal_r", "valence_mae", "arousal_mae", "valence_within_category_sd",
+                "arousal_within_category_sd"]
+        parts += ["## Baseline (context-carry, T = 0)", "", b.verdict, "",
+                  _markdown(b.tables["main"].select(cols)), "",
+                  "![](baseline/figures/within_category_sd.png)", ""]
+    for aid in EXECUTION_ORDER:
+        if aid not in by_id:
+            continue
+        r, a = by_id[aid], REGISTRY[aid]
+        fig_lines = [f"![]({aid}/figures/{p.name})"
+                     for p in sorted((root / aid / "figures").glob("*.png"))]
+        parts += [f"## {aid}: {a.name} — paper: {a.paper_section}", "",
+                  f"- **Hypothesis:** {a.hypothesis}", f"- **Interpretation rule:** {a.interpretation}",
+                  f"- **Outcome:** {r.outcome.replace('_', ' ')}", "", r.verdict, "",
+                  _markdown(r.tables["main"]), "", *fig_lines, ""]
+    parts += [_provenance(results, data_files), ""]
+    path = root / "report.md"
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(parts))
+    return path
