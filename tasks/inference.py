@@ -25,6 +25,7 @@ from emoface.inference.engine import BatchSpec, run_one_batch
 from emoface.inference.store import PredictionStore
 from emoface.io import sha256_file
 from tasks import progress
+from tasks.record import HOOKS
 
 
 class StoredBatchPolicy(CachePolicy):
@@ -51,6 +52,7 @@ def retry_transient_only(task, task_run, state) -> bool:
 
 
 @task(
+    **HOOKS,
     name="inference-batch",
     task_run_name="{spec.model_id} | {spec.condition.condition_id} | {spec.stimulus_set} b{spec.index}",
     cache_policy=StoredBatchPolicy(),

@@ -55,7 +55,8 @@ def write_result(result: AblationResult, root: Path) -> Path:
     figures = figures_for(result, folder / "figures")
     write_json({"ablation": result.ablation_id, "outcome": result.outcome,
                 "simulated": result.simulated, "verdict": result.verdict,
-                "figures": [f.name for f in figures], **result.metrics}, folder / "metrics.json")
+                "figures": [f.name for f in figures], "provenance": result.provenance,
+                **result.metrics}, folder / "metrics.json")
     with atomic_path(folder / "verdict.md") as tmp:
         tmp.write_text((BANNER + "\n\n" if result.simulated else "") + result.verdict + "\n")
     return folder
@@ -66,11 +67,11 @@ def _markdown(table: pl.DataFrame, max_rows: int = 12) -> str:
     return pdf.to_markdown(index=False, floatfmt=".3f")
 
 
-def _provenance(results: Sequence[AblationResult], data_files: Sequence[Path]) -> str:
+def _provenance(metrics: Sequence[dict], data_files: Sequence[Path]) -> str:
     models: dict[str, dict] = {}
-    for r in results:
-        for m in r.provenance.get("models", []):
-            models[m["model_id"]] = m
+    for m in metrics:
+        for row in m.get("provenance", {}).get("models", []):
+            models[row["model_id"]] = row
     lines = ["## Provenance", "",
              f"- code: emoface {__version__}; parser {PARSER_VERSION}; prompts "
              + ", ".join(f"{k} = {v}" for k, v in PROMPT_VERSION.items()), "- models:"]
@@ -85,35 +86,45 @@ def _provenance(results: Sequence[AblationResult], data_files: Sequence[Path]) -
     return "\n".join(lines)
 
 
-def write_report(results: Sequence[AblationResult], root: Path,
-                 data_files: Sequence[Path]) -> Path:
-    """The report, in the plan's execution order, each section tied to its paper section."""
-    by_id = {r.ablation_id: r for r in results}
-    simulated = any(r.simulated for r in results)
+def _read(root: Path, aid: str) -> tuple[dict, pl.DataFrame]:
+    folder = root / aid
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return metrics, pl.read_csv(folder / "main.csv")
+
+
+def write_report(root: Path, ablation_ids: Sequence[str], data_files: Sequence[Path]) -> Path:
+    """The report from the written results, in the plan's execution order, each section tied to
+    its paper section; the baseline first."""
+    found = {aid: _read(root, aid) for aid in ["baseline", *ablation_ids]
+             if (root / aid / "metrics.json").exists()}
+    simulated = any(m["simulated"] for m, _ in found.values())
     parts = ["# VLM emotion-rating ablations: results", ""]
     if simulated:
         parts += [BANNER, ""]
     parts += ["Each section states the plan's hypothesis and interpretation rule, the measured "
               "effect with its confidence interval, and which interpretation the data support.", ""]
-    if "baseline" in by_id:
-        b = by_id["baseline"]
-        cols = ["model_id", "accuracy", "kappa", "kappa_low", "kappa_high", "valence_r",
-                "arousal_r", "valence_mae", "arousal_mae", "valence_within_category_sd",
-                "arousal_within_category_sd"]
-        parts += ["## Baseline (context-carry, T = 0)", "", b.verdict, "",
-                  _markdown(b.tables["main"].select(cols)), "",
-                  "![](baseline/figures/within_category_sd.png)", ""]
+    if "baseline" in found:
+        m, main = found["baseline"]
+        cols = [c for c in ["model_id", "accuracy", "kappa", "kappa_low", "kappa_high",
+                            "valence_r", "arousal_r", "valence_mae", "arousal_mae",
+                            "valence_within_category_sd", "arousal_within_category_sd"]
+                if c in main.columns]
+        parts += ["## Baseline (context-carry, T = 0)", "", m["verdict"], "",
+                  _markdown(main.select(cols)), "",
+                  *[f"![](baseline/figures/{f})" for f in m["figures"]], ""]
     for aid in EXECUTION_ORDER:
-        if aid not in by_id:
+        if aid not in found:
             continue
-        r, a = by_id[aid], REGISTRY[aid]
-        fig_lines = [f"![]({aid}/figures/{p.name})"
-                     for p in sorted((root / aid / "figures").glob("*.png"))]
+        (m, main), a = found[aid], REGISTRY[aid]
         parts += [f"## {aid}: {a.name} — paper: {a.paper_section}", "",
-                  f"- **Hypothesis:** {a.hypothesis}", f"- **Interpretation rule:** {a.interpretation}",
-                  f"- **Outcome:** {r.outcome.replace('_', ' ')}", "", r.verdict, "",
-                  _markdown(r.tables["main"]), "", *fig_lines, ""]
-    parts += [_provenance(results, data_files), ""]
+                  f"- **Hypothesis:** {a.hypothesis}",
+                  f"- **Interpretation rule:** {a.interpretation}",
+                  f"- **Outcome:** {m['outcome'].replace('_', ' ')}", "", m["verdict"], "",
+                  _markdown(main), "", *[f"![]({aid}/figures/{f})" for f in m["figures"]], ""]
+    missing = [a for a in ablation_ids if a not in found]
+    if missing:
+        parts += ["## Not run", "", "No results for: " + ", ".join(missing), ""]
+    parts += [_provenance([m for m, _ in found.values()], data_files), ""]
     path = root / "report.md"
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(parts))

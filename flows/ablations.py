@@ -1,0 +1,181 @@
+"""Plan and run the ablations.
+
+    python flows/ablations.py --priority 1            # A1 + A2 and what they need
+    python flows/ablations.py --tier complete         # minimal | competitive | complete
+    python flows/ablations.py --only A5,A8 --models ollama/gemma3:4b
+    python flows/ablations.py --tier complete --dry-run [--json]
+
+One Prefect flow run per invocation (a subflow for the baseline and per ablation, tasks per
+inference batch and per analysis). Exit status 0 only when every selected ablation completed; a
+failed run says which ablation and batch failed, and running the same command resumes it.
+``--stage inference|analyses`` runs half of the same code path (the DVC stages use it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="flows/ablations.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sel = ap.add_mutually_exclusive_group()
+    sel.add_argument("--priority", type=int, help="every ablation of priority <= N (default 1)")
+    sel.add_argument("--tier", choices=["minimal", "competitive", "complete"])
+    sel.add_argument("--only", help="comma-separated ablation ids, e.g. A5,A8")
+    ap.add_argument("--models", help="comma-separated backend/model ids (default: params.yaml)")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan; run nothing")
+    ap.add_argument("--json", action="store_true", help="print the plan / run summary as JSON")
+    ap.add_argument("--stage", choices=["all", "inference", "analyses"], default="all")
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--data", type=Path, default=Path("data"))
+    return ap.parse_args(argv)
+
+
+def _quiet_prefect_env() -> None:
+    """Settings that must hold even when run from outside the repository (prefect.toml is read
+    from the working directory); an explicit environment variable still wins."""
+    for key, value in {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
+        "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(ROOT / ".prefect" / "storage"),
+        # one INFO line per task run (hundreds per run) drowns the flow-level log; task states
+        # are still recorded and shown in the UI
+        "PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL": "WARNING",
+    }.items():
+        os.environ.setdefault(key, value)
+
+
+def print_plan(summary: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from emoface.ablations import REGISTRY
+
+    console = Console(width=max(130, Console().width))
+    t = Table(title="Ablations, in the plan's execution order")
+    for col in ("id", "name", "priority", "paper section", "conditions"):
+        t.add_column(col)
+    for aid in summary["ablations"]:
+        a = REGISTRY[aid]
+        n = sum(1 for c in summary["conditions"] if aid in c["needed_by"])
+        t.add_row(aid, a.name, str(a.priority), a.paper_section, str(n))
+    console.print(t)
+    c = Table(title="Unique work (after dedupe)")
+    for col in ("model", "condition", "stimuli", "needed by", "calls", "done"):
+        c.add_column(col, justify="right" if col in ("calls", "done") else "left")
+    for row in summary["conditions"]:
+        c.add_row(row["model_id"], row["condition_id"], row["stimulus_set"],
+                  ",".join(row["needed_by"]), f"{row['calls']:,}" if row["stimuli_known"]
+                  else "? (set not imported)", f"{row['calls_done']:,}")
+    console.print(c)
+    lat = "; ".join(f"{m}: {v['seconds_per_call'] * 1000:.1f} ms/call ({v['source']})"
+                    for m, v in summary["latency"].items())
+    console.print(f"calls: naive sum {summary['calls_total']:,} -> unique {summary['calls_unique']:,}"
+                  f"; already done {summary['calls_done']:,}; to run "
+                  f"{summary['calls_remaining']:,}\nestimated time: "
+                  f"{summary['estimated_seconds'] / 60:.1f} min ({lat})")
+
+
+def wait_for_records(ids: set[str], timeout_s: float = 60.0) -> int:
+    """Block until the API reports every launched task run in a final state; returns how many
+    are recorded. Without this, a temporary server killed at exit loses task-run records."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
+
+    deadline, recorded = time.monotonic() + timeout_s, 0
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            recorded = 0
+            chunk = sorted(ids)
+            for i in range(0, len(chunk), 200):
+                runs = client.read_task_runs(task_run_filter=TaskRunFilter(
+                    id=TaskRunFilterId(any_=[uuid.UUID(x) for x in chunk[i:i + 200]])),
+                    limit=200)
+                recorded += sum(1 for r in runs if r.state is not None and r.state.is_final())
+            if recorded >= len(ids):
+                break
+            time.sleep(0.25)
+    return recorded
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from emoface.ablations import build_plan, select
+    from emoface.config import load_params
+    from emoface.errors import EmofaceError
+    from emoface.paths import DataPaths
+    from emoface.planning import summarize
+
+    try:
+        params = load_params(args.params)
+        ids = select(priority=args.priority, tier=args.tier,
+                     only=args.only.split(",") if args.only else None)
+        models = args.models.split(",") if args.models else list(params.models.study)
+        plan = build_plan(params, ids, models)
+        data = DataPaths(args.data)
+        summary = summarize(plan, params, data)
+    except (EmofaceError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print_plan(summary, args.json)
+        return 0
+
+    _quiet_prefect_env()
+    from prefect import tags
+
+    from flows.pipeline import ablations_flow
+    from tasks import progress, record
+
+    selection = (f"only {args.only}" if args.only else f"tier {args.tier}" if args.tier
+                 else f"priority {args.priority or 1}") + f" | {','.join(models)}"
+    inference, analyses = args.stage in ("all", "inference"), args.stage in ("all", "analyses")
+    if inference and sys.stderr.isatty():
+        progress.start(summary["calls_remaining"] // 2 or 1, "inference (stimuli x conditions)")
+    t0 = time.perf_counter()
+    try:
+        with tags(f"invocation-{uuid.uuid4().hex[:8]}"):
+            state = ablations_flow(plan, params, str(data.root), selection, inference, analyses,
+                                   return_state=True)
+    finally:
+        progress.stop()
+    wall = time.perf_counter() - t0
+    recorded = wait_for_records(record.launched)
+    ok = state.is_completed()
+    result = state.result(raise_on_failure=False)
+    out = {"ok": ok, "wall_s": round(wall, 1), "task_runs": len(record.launched),
+           "task_runs_recorded": recorded, "ablations": ids}
+    if ok:
+        out.update(calls=result["calls"], outcomes={s["ablation"]: s.get("outcome")
+                                                    for s in result["ablations"]})
+    else:
+        out["error"] = str(result)
+    if args.json:
+        print(json.dumps(out))
+    elif ok:
+        print(f"done in {wall:.1f} s: {len(ids)} ablation(s), {out['calls']} backend calls, "
+              f"{recorded}/{len(record.launched)} task runs recorded; report: "
+              f"{data.root / 'results' / 'report.md'}")
+    else:
+        print(f"FAILED after {wall:.1f} s: {result}\nRun the same command again to resume.",
+              file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())

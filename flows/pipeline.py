@@ -1,0 +1,166 @@
+"""The Prefect flows: one flow run per invocation, a subflow for the baseline and per ablation,
+tasks per inference batch and per analysis.
+
+Imported by ``flows/ablations.py`` after it has set Prefect's environment; nothing runs at import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+
+from emoface.ablations import REGISTRY, Plan, WorkItem, baseline_items
+from emoface.backends import Backend, make_backend
+from emoface.config import Params
+from emoface.inference.engine import plan_condition, run_hidden_states
+from emoface.inference.service import resolve_labels
+from emoface.inference.store import HiddenStateStore, PredictionStore
+from emoface.paths import DataPaths
+from emoface.stimuli.generate import generate_stimulus_set
+from emoface.stimuli.store import load_stimulus_set
+from tasks.analysis import analysis_task, report_task
+from tasks.inference import inference_batch
+from tasks.record import HOOKS
+
+
+class RunFailure(RuntimeError):
+    """A selected ablation did not complete; the message says which part and how to resume."""
+
+
+class _Backends:
+    """One backend per (model, stimulus set) for the whole run (a loaded model is reused).
+
+    Held in ``_RUN`` for the duration of one ``ablations_flow`` call, not passed as a flow
+    parameter (Prefect stores flow parameters; a loaded model is not a parameter).
+    """
+
+    def __init__(self, params: Params, data: DataPaths) -> None:
+        self.params, self.data, self.cache = params, data, {}
+
+    def get(self, model_id: str, set_name: str) -> Backend:
+        key = (model_id, set_name)
+        if key not in self.cache:
+            ss = load_stimulus_set(self.data.stimulus_set(set_name), self.params.study)
+            self.cache[key] = make_backend(model_id, self.params.inference,
+                                           emotions=self.params.study.emotions, stimulus_set=ss)
+        return self.cache[key]
+
+    def close(self) -> None:
+        for b in self.cache.values():
+            b.close()
+
+
+@task(name="stimuli", task_run_name="stimuli {name}", **HOOKS)
+def stimuli_task(params: Params, data_root: str, name: str) -> int:
+    """Make sure the stimulus set exists (the embedded one is generated, as the DVC stage does)."""
+    data = DataPaths(Path(data_root))
+    paths = data.stimulus_set(name)
+    if not paths.manifest.exists():
+        if name != params.stimuli.set_name:
+            raise RunFailure(f"stimulus set '{name}' not found at {paths.root}; import it first "
+                             "(README: your own stimuli / real faces)")
+        generate_stimulus_set(params.study, params.stimuli, paths)
+    return load_stimulus_set(paths, params.study).manifest.height
+
+
+@task(name="hidden-states", task_run_name="hidden states {item.model_id}", **HOOKS)
+def hidden_task(backend: Backend, item: WorkItem, params: Params, data_root: str) -> int:
+    ss = load_stimulus_set(DataPaths(Path(data_root)).stimulus_set(item.stimulus_set),
+                           params.study)
+    files = run_hidden_states(backend, ss, HiddenStateStore(Path(data_root)),
+                              params.study.emotions, batch_size=params.inference.batch_size)
+    return len(files)
+
+
+def run_items(items: list[WorkItem], backends: _Backends, params: Params, data: DataPaths,
+              context: str) -> int:
+    """Run the work items' missing batches as tasks; returns the backend calls made."""
+    logger = get_run_logger()
+    store, calls = PredictionStore(data.root), 0
+    for item in items:
+        backend = backends.get(item.model_id, item.stimulus_set)
+        if item.kind == "hidden":
+            hidden_task(backend, item, params, str(data.root))
+            continue
+        ss = load_stimulus_set(data.stimulus_set(item.stimulus_set), params.study,
+                               verify_files=False)
+        labels = resolve_labels(item.condition, ss, store, backend.info.model_id,
+                                params.study.emotions)
+        specs = plan_condition(backend, ss, item.condition, item.condition.options(params.inference),
+                               store, batch_size=params.inference.batch_size, labels=labels)
+        store.sweep(specs[0].folder)
+        for spec in specs:
+            state = inference_batch(backend, spec, str(data.root), params.study.emotions,
+                                    return_state=True)
+            if state.is_failed():
+                try:
+                    state.result()
+                except Exception as err:  # noqa: BLE001 - re-raised with where it happened
+                    raise RunFailure(
+                        f"{context}: batch b{spec.index:04d} of {spec.model_id} / "
+                        f"{spec.condition.condition_id} [{spec.stimulus_set}] failed: {err}. "
+                        "Fix the cause and run the same command again: finished batches are "
+                        "kept and only the missing ones run.") from err
+            calls += (state.result() or {}).get("calls", 0)
+        logger.info("%s: %s done", context, item.label)
+    return calls
+
+
+_RUN: dict[str, _Backends] = {}
+
+
+@flow(name="baseline", flow_run_name="baseline | {models_label}")
+def baseline_flow(items: list[WorkItem], params: Params, data_root: str, models_label: str) -> int:
+    return run_items(items, _RUN["backends"], params, DataPaths(Path(data_root)), "baseline")
+
+
+@flow(name="ablation", flow_run_name="{ablation_id} {name}")
+def ablation_flow(ablation_id: str, name: str, items: list[WorkItem], params: Params,
+                  data_root: str, models: list[str], inference: bool, analyses: bool) -> dict:
+    calls = 0
+    if inference:
+        for s in sorted({i.stimulus_set for i in items}):
+            stimuli_task(params, data_root, s)
+        calls = run_items(items, _RUN["backends"], params, DataPaths(Path(data_root)),
+                          ablation_id)
+    summary = {"ablation": ablation_id, "calls": calls}
+    if analyses:
+        summary.update(analysis_task(ablation_id, params, data_root, models, items))
+    return summary
+
+
+@flow(name="ablations", flow_run_name="{selection}")
+def ablations_flow(plan: Plan, params: Params, data_root: str, selection: str,
+                   inference: bool = True, analyses: bool = True) -> dict:
+    """The whole selection: stimuli, baseline, each ablation in the plan's order, the report."""
+    logger = get_run_logger()
+    data = DataPaths(Path(data_root))
+    _RUN["backends"] = _Backends(params, data)
+    failures, summaries, calls = [], [], 0
+    base = baseline_items(params, plan.models)
+    try:
+        if inference:
+            stimuli_task(params, data_root, params.stimuli.set_name)
+            calls += baseline_flow(base, params, data_root, ",".join(plan.models))
+        if analyses:
+            summaries.append(analysis_task("baseline", params, data_root, plan.models, base))
+        for aid in plan.ablations:
+            try:
+                s = ablation_flow(aid, REGISTRY[aid].name, plan.per_ablation[aid], params,
+                                  data_root, plan.models, inference, analyses)
+                calls += s["calls"]
+                summaries.append(s)
+            except Exception as err:  # noqa: BLE001 - every ablation gets its chance; reported below
+                logger.error("%s failed: %s", aid, err)
+                failures.append({"ablation": aid, "error": str(err)})
+        if analyses:
+            files = [str(data.stimulus_set(params.stimuli.set_name).manifest),
+                     str(data.stimulus_set(params.stimuli.set_name).norms)]
+            report_task(data_root, plan.ablations, files)
+    finally:
+        _RUN.pop("backends").close()
+    result = {"calls": calls, "ablations": summaries, "failures": failures}
+    if failures:
+        raise RunFailure("; ".join(f"{f['ablation']}: {f['error']}" for f in failures))
+    return result
