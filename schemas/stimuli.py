@@ -8,7 +8,9 @@ import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.types import PolarsData
 
-MANIFEST_SOURCES = ("synthetic", "user", "fer2013", "affectnet")
+# synthetic_demo: a stand-in "real-face" set rendered by the generator in a dataset's format, so the
+# A7 code path runs offline; never to be reported as real faces.
+MANIFEST_SOURCES = ("synthetic", "synthetic_demo", "user", "fer2013", "affectnet")
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 # An absolute path (POSIX or Windows drive) or any '..' component escapes the set's folder.
 _ESCAPE = r"^(/|\\|[A-Za-z]:)|(^|[/\\])\.\.([/\\]|$)"

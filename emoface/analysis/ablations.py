@@ -301,6 +301,8 @@ def a4_quantization(ctx: AnalysisContext) -> AblationResult:
 def digit_table(ctx: AnalysisContext, model: str) -> pl.DataFrame:
     """Per (stimulus, field): 9-digit distribution summary at the rating step."""
     lg = ctx.logits(model)
+    rating = np.isin(lg["field"], ("valence", "arousal"))
+    lg = {k: v[rating] for k, v in lg.items()}
     lp = lg["digit_logprobs"]
     known = np.isfinite(lp)
     with np.errstate(invalid="ignore"):
@@ -409,7 +411,7 @@ def a6_more_models(ctx: AnalysisContext) -> AblationResult:
 # --- A7 -------------------------------------------------------------------------------------
 
 def a7_real_faces(ctx: AnalysisContext) -> AblationResult:
-    real = ctx.params.ablations.A7.real_set
+    real = ctx.params.real_faces.name
     models = [*ctx.models, *ctx.params.ablations.A7.fer_models]
     rows, frames = [], []
     for m in models:
@@ -421,15 +423,23 @@ def a7_real_faces(ctx: AnalysisContext) -> AblationResult:
             has_norms = df["valence_mean"].is_not_null().any()
             rows.append({"model_id": m, "stimulus_set": name,
                          "faces": "AI (synthetic)" if name == ctx.params.stimuli.set_name
-                         else "real", "has_norms": bool(has_norms), **met})
+                         else ("real (DEMO: synthetic stand-in)"
+                               if (df["source"] == "synthetic_demo").all() else "real"),
+                         "has_norms": bool(has_norms), **met})
     table = pl.DataFrame(rows)
+    demo = (ctx.stimuli(real).manifest["source"] == "synthetic_demo").all()
     verdicts, outcomes = [], []
+    if demo:
+        verdicts.append(f"NOTE: '{real}' is a synthetic stand-in in FER-2013 format "
+                        "(source = synthetic_demo), not real faces; point params.yaml real_faces "
+                        "at a real FER-2013 CSV or AffectNet folder to run A7 for real")
     for m in models:
         t = table.filter(pl.col("model_id") == m)
         ai, rl = t.row(0, named=True), t.row(1, named=True)
         overlap = not (ai["kappa_boot_low"] > rl["kappa_boot_high"]
                        or rl["kappa_boot_low"] > ai["kappa_boot_high"])
         o = "cannot_tell" if overlap else "supports"
+        o = "cannot_tell" if demo else o
         outcomes.append(o)
         note = "" if rl["has_norms"] else " (the real set has no valence/arousal norms: " \
                                           "rating metrics not computed for it)"

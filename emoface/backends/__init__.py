@@ -32,6 +32,7 @@ BACKENDS: dict[str, tuple[str, str | None]] = {
     "simulated": ("emoface.backends.simulated", None),
     "ollama": ("emoface.backends.ollama", None),
     "mlx": ("emoface.backends.mlx", "mlx"),
+    "fer": ("emoface.backends.fer", "fer"),
 }
 
 __all__ = [

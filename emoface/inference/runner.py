@@ -38,6 +38,14 @@ class LogitRecord:
 
 
 def _logit_record(stimulus_id: str, field: str, turn: TurnResult) -> LogitRecord:
+    if field == "emotion":  # keep the label distribution of the first step; no digits here
+        if not turn.steps:
+            return LogitRecord(stimulus_id, field, -1, np.zeros(0, np.int64), [], np.zeros(0),
+                               np.full(9, np.nan), 0.0, "none")
+        s = turn.steps[0]
+        return LogitRecord(stimulus_id, field, 0, np.array([t[0] for t in s.top], np.int64),
+                           [t[1] for t in s.top], np.array([t[2] for t in s.top], np.float64),
+                           np.full(9, np.nan), 0.0, "label")
     i = rating_step(turn.steps)
     if i is None:
         return LogitRecord(stimulus_id, field, -1, np.zeros(0, np.int64), [], np.zeros(0),
@@ -68,7 +76,12 @@ def rate_stimulus(
     raw: list[dict] = []
     turns_done: list[TurnResult] = []
     records: list[LogitRecord] = []
-    for conv in conversations(condition.protocol, emotions, label=label):
+    convs = conversations(condition.protocol, emotions, label=label)
+    if not getattr(backend, "rates_dimensions", True):
+        # a classifier (FER): only the emotion question; valence/arousal are not asked
+        convs = [[t for t in convs[0] if t.field in ("emotion", "json")][:1]]
+        parsed.update({f: Parsed(None, "not_asked") for f in RATING_FIELDS})
+    for conv in convs:
         image_stim = stimulus if any(t.with_image for t in conv) else None
         schema = single_shot_schema() if conv[0].field == "json" else None
         results = backend.converse(image_stim, conv, options, json_schema=schema)
@@ -79,6 +92,7 @@ def rate_stimulus(
                 parsed.update(parse_single_shot(res.text, emotions))
             elif turn.field == "emotion":
                 parsed["emotion"] = parse_emotion(res.text, emotions)
+                records.append(_logit_record(stimulus.stimulus_id, "emotion", res))
             else:
                 parsed[turn.field] = parse_rating(res.text)
                 records.append(_logit_record(stimulus.stimulus_id, turn.field, res))

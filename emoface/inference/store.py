@@ -99,7 +99,7 @@ class PredictionStore:
         validate(df, predictions_schema(emotions), file=target)
         with atomic_path(self.batch_file(folder, index, "npz")) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, **_logit_arrays(records))
+                np.savez_compressed(fh, **_logit_arrays(records))
         with atomic_path(target) as tmp:
             df.with_columns(pl.lit(key).alias("batch_key")).write_parquet(tmp)
         return target
@@ -172,7 +172,7 @@ class HiddenStateStore:
                     states: Sequence[dict[str, np.ndarray]]) -> None:
         with atomic_path(folder / f"b{index:04d}.npz") as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, batch_key=np.array(key), stimulus_id=np.array(stimulus_ids),
+                np.savez_compressed(fh, batch_key=np.array(key), stimulus_id=np.array(stimulus_ids),
                          image_pool=np.stack([s["image_pool"] for s in states]).astype(np.float16),
                          last_token=np.stack([s["last_token"] for s in states]).astype(np.float16))
 
@@ -203,7 +203,7 @@ class HiddenStateStore:
             target = folder / f"layer_{layer:02d}.npz"
             with atomic_path(target) as tmp:
                 with open(tmp, "wb") as fh:
-                    np.savez(fh, stimulus_id=np.array(list(order)), image_pool=pool[:, layer],
+                    np.savez_compressed(fh, stimulus_id=np.array(list(order)), image_pool=pool[:, layer],
                              last_token=last[:, layer])
             written.append(target)
         return written
