@@ -90,23 +90,13 @@ def check(
 @stimuli_app.command("real-faces")
 def real_faces(params: ParamsOpt = Path("params.yaml"), data: DataOpt = Path("data")) -> None:
     """Build A7's real-face set as params.yaml's real_faces section says (DVC stage real_faces)."""
-    from emoface.stimuli.datasets import import_affectnet, import_fer2013, write_fer2013_demo
+    from emoface.stimuli.datasets import build_real_faces
 
     try:
         p = load_params(params)
         rf = p.real_faces
         out = DataPaths(data).stimulus_set(rf.name)
-        path = Path(rf.path)
-        if rf.source == "demo":
-            n = write_fer2013_demo(path, p.study, p.stimuli, per_emotion=rf.per_emotion)
-            Console().print(f"wrote a SYNTHETIC FER-2013-format demo CSV ({n} rows) to {path}")
-        if rf.format == "fer2013":
-            m = import_fer2013(path, out, p.study, per_emotion=rf.per_emotion, seed=rf.seed,
-                               usage=rf.usage,
-                               source="synthetic_demo" if rf.source == "demo" else "fer2013")
-        else:
-            m = import_affectnet(path, out, p.study, per_emotion=rf.per_emotion, seed=rf.seed,
-                                 annotations=Path(rf.annotations) if rf.annotations else None)
+        m = build_real_faces(p, DataPaths(data))
     except EmofaceError as err:
         _fail(err)
     Console().print(f"imported {m.height} {rf.format} images into {out.root} "

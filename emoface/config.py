@@ -142,7 +142,7 @@ class RealFacesParams(_Frozen):
     name: Name = "fer2013_demo"
     format: Literal["fer2013", "affectnet"] = "fer2013"
     source: Literal["demo", "file"] = "demo"
-    path: str = "data/raw/fer2013_demo.csv"
+    path: str = "data/raw/fer2013.csv"
     annotations: str | None = None
     usage: str | None = None  # FER-2013 only: keep rows of one Usage (e.g. PublicTest)
     per_emotion: int = Field(40, ge=1)

@@ -17,6 +17,7 @@ from emoface.inference.engine import plan_condition, run_hidden_states
 from emoface.inference.service import resolve_labels
 from emoface.inference.store import HiddenStateStore, PredictionStore
 from emoface.paths import DataPaths
+from emoface.stimuli.datasets import build_real_faces
 from emoface.stimuli.generate import generate_stimulus_set
 from emoface.stimuli.store import load_stimulus_set
 from tasks.analysis import analysis_task, report_task
@@ -57,10 +58,13 @@ def stimuli_task(params: Params, data_root: str, name: str) -> int:
     data = DataPaths(Path(data_root))
     paths = data.stimulus_set(name)
     if not paths.manifest.exists():
-        if name != params.stimuli.set_name:
+        if name == params.stimuli.set_name:
+            generate_stimulus_set(params.study, params.stimuli, paths)
+        elif name == params.real_faces.name:
+            build_real_faces(params, data)
+        else:
             raise RunFailure(f"stimulus set '{name}' not found at {paths.root}; import it first "
                              "(README: your own stimuli / real faces)")
-        generate_stimulus_set(params.study, params.stimuli, paths)
     return load_stimulus_set(paths, params.study).manifest.height
 
 

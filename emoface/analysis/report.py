@@ -1,8 +1,8 @@
 """Writing results to ``data/results/<ID>/`` and the report ``data/results/report.md``.
 
-Per ablation: ``main.csv`` (+ other tables as CSV, large ones also Parquet), ``metrics.json``
-(DVC metrics), ``plots/*.csv`` (DVC plots), ``figures/*.png`` and ``verdict.md``. Every file that
-holds numbers from simulated data carries ``"simulated": true`` or a banner saying so.
+Per ablation: ``tables/*.csv`` (``main.csv`` first), ``metrics.json`` (DVC metrics, with the
+verdict), ``plots/*.csv`` (DVC plots) and ``figures/*.png``. Every file that holds numbers from
+simulated data carries ``"simulated": true``, a SIMULATED banner or title.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def write_result(result: AblationResult, root: Path) -> Path:
     folder = root / result.ablation_id
     for name, table in result.tables.items():
         flat = table.select([c for c in table.columns if table[c].dtype != pl.Object])
-        write_csv(flat, folder / f"{name}.csv")
+        write_csv(flat, folder / "tables" / f"{name}.csv")
     for name, table in result.plots.items():
         write_csv(table, folder / "plots" / f"{name}.csv")
     figures = figures_for(result, folder / "figures")
@@ -57,8 +57,6 @@ def write_result(result: AblationResult, root: Path) -> Path:
                 "simulated": result.simulated, "verdict": result.verdict,
                 "figures": [f.name for f in figures], "provenance": result.provenance,
                 **result.metrics}, folder / "metrics.json")
-    with atomic_path(folder / "verdict.md") as tmp:
-        tmp.write_text((BANNER + "\n\n" if result.simulated else "") + result.verdict + "\n")
     return folder
 
 
@@ -89,7 +87,7 @@ def _provenance(metrics: Sequence[dict], data_files: Sequence[Path]) -> str:
 def _read(root: Path, aid: str) -> tuple[dict, pl.DataFrame]:
     folder = root / aid
     metrics = json.loads((folder / "metrics.json").read_text())
-    return metrics, pl.read_csv(folder / "main.csv")
+    return metrics, pl.read_csv(folder / "tables" / "main.csv")
 
 
 def write_report(root: Path, ablation_ids: Sequence[str], data_files: Sequence[Path]) -> Path:

@@ -229,3 +229,21 @@ def write_fer2013_demo(path: Path, study: StudyParams, stimuli: StimuliParams, *
     with atomic_path(path) as tmp:
         pl.DataFrame(rows).write_csv(tmp)
     return len(rows)
+
+
+def build_real_faces(params, data) -> pl.DataFrame:
+    """A7's real-face set as ``params.real_faces`` says (used by the DVC stage and the flow)."""
+    import tempfile
+
+    rf = params.real_faces
+    out = data.stimulus_set(rf.name)
+    path = Path(rf.path)
+    if rf.source == "demo":
+        path = Path(tempfile.mkdtemp()) / "fer2013_demo.csv"
+        write_fer2013_demo(path, params.study, params.stimuli, per_emotion=rf.per_emotion)
+    if rf.format == "fer2013":
+        return import_fer2013(path, out, params.study, per_emotion=rf.per_emotion, seed=rf.seed,
+                              usage=rf.usage,
+                              source="synthetic_demo" if rf.source == "demo" else "fer2013")
+    return import_affectnet(path, out, params.study, per_emotion=rf.per_emotion, seed=rf.seed,
+                            annotations=Path(rf.annotations) if rf.annotations else None)
