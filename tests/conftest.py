@@ -24,3 +24,20 @@ def small_set(tmp_path_factory, small_params) -> StimulusSetPaths:
     out = StimulusSetPaths(tmp_path_factory.mktemp("stimuli") / "small")
     generate_stimulus_set(small_params.study, small_params.stimuli, out)
     return out
+
+
+def write_small_project_params(folder: Path) -> Path:
+    """params.yaml for a quick but complete run: 48 stimuli, a short A3 grid, N = 4 models."""
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["stimuli"]["identities_per_cell"] = 2
+    params["inference"]["batch_size"] = 24
+    params["ablations"]["A3"] = {"temperatures": [0.0, 0.7], "repeats": 2}
+    params["ablations"]["A6"]["models"] = ["simulated/qwen2-vl-7b", "simulated/smolvlm2"]
+    params["real_faces"]["per_emotion"] = 4
+    params["analysis"].update(bootstrap=200, permutations=99)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path

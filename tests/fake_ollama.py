@@ -26,13 +26,16 @@ EMOTIONS = ("angry", "disgusted", "fearful", "happy", "sad", "surprised")
 class FakeOllama:
     def __init__(self, models: dict[str, str] | None = None, *, version: str = "0.12.9",
                  fault_rate: float = 0.0, faults: tuple[str, ...] = ("500", "drop", "stall"),
-                 stall_s: float = 2.0, seed: int = 0, latency_s: float = 0.0) -> None:
+                 stall_s: float = 2.0, seed: int = 0, latency_s: float = 0.0,
+                 reject_chat: int | None = None, fail_first: int = 0) -> None:
         self.models = models or {"gemma3:4b": "a2af6cc3eb7f" + "0" * 52}
         self.version = version
         self.fault_rate = fault_rate
         self.faults = faults
         self.stall_s = stall_s
         self.latency_s = latency_s
+        self.reject_chat = reject_chat  # answer every chat with this 4xx status
+        self.fail_first = fail_first  # the first N chats get a 500
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.requests: list[dict] = []
@@ -168,6 +171,14 @@ class FakeOllama:
                 if body.get("model") not in fake.models:
                     return self._send(404, {"error": f"model '{body.get('model')}' not found, "
                                                      "try pulling it first"})
+                if fake.reject_chat:
+                    return self._send(fake.reject_chat, {"error": "invalid request"})
+                with fake._lock:
+                    first = fake.fail_first > 0
+                    fake.fail_first -= 1 if first else 0
+                if first:
+                    fake.fault_log.append("500-first")
+                    return self._send(500, {"error": "model runner crashed"})
                 fault = fake._pick_fault()
                 if fault == "500":
                     return self._send(500, {"error": "llama runner process has terminated"})

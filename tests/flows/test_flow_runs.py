@@ -1,0 +1,72 @@
+"""flows/ablations.py end to end, as a user runs it: a subprocess, Prefect's temporary server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, write_small_project_params
+from tests.fake_ollama import FakeOllama
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def run_flow(args: list[str], params: Path, data: Path, tmp: Path, **env_extra) -> tuple[int, dict, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(PREFECT_HOME=str(tmp / "prefect-home"),
+               PREFECT_RESULTS_LOCAL_STORAGE_PATH=str(tmp / "prefect-results"),
+               DO_NOT_TRACK="1", **env_extra)
+    proc = subprocess.run([sys.executable, "flows/ablations.py", *args, "--params", str(params),
+                           "--data", str(data), "--json"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=900)
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
+    return proc.returncode, json.loads(lines[-1]) if lines else {}, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("flow")
+    return tmp, write_small_project_params(tmp / "cfg"), tmp / "data"
+
+
+def test_priority_1_end_to_end_then_resume_with_zero_calls(project):
+    tmp, params, data = project
+    rc, out, err = run_flow(["--priority", "1"], params, data, tmp)
+    assert rc == 0, err[-3000:]
+    assert out["ok"] and out["calls"] == 2 * 48 * (3 + 2 + 1)
+    assert out["task_runs_recorded"] == out["task_runs"] > 0  # nothing lost at exit
+    for aid in ("baseline", "A1", "A2"):
+        m = json.loads((data / "results" / aid / "metrics.json").read_text())
+        assert m["simulated"] is True and m["verdict"]
+    assert (data / "results/A1/tables/main.csv").exists()
+    assert (data / "results/A1/figures/scatter.png").exists()
+    report = (data / "results/report.md").read_text()
+    assert "SIMULATED DATA" in report and "## A1: text-only arousal" in report
+    for noise in ("Traceback", "telemetry", "CancelledError"):
+        assert noise not in err
+    rc, again, err = run_flow(["--priority", "1"], params, data, tmp)
+    assert rc == 0 and again["calls"] == 0, err[-2000:]
+
+
+def test_only_a7_runs_real_faces_and_fer(project):
+    tmp, params, data = project
+    rc, out, err = run_flow(["--only", "A7"], params, data, tmp)
+    assert rc == 0, err[-3000:]
+    table = (data / "results/A7/tables/main.csv").read_text()
+    assert "fer/mini-xception" in table and "synthetic stand-in" in (
+        data / "results/A7/metrics.json").read_text()
+
+
+def test_failed_batch_exits_nonzero_and_says_where(tmp_path):
+    params = write_small_project_params(tmp_path / "cfg")
+    with FakeOllama(reject_chat=400) as server:
+        rc, out, err = run_flow(["--only", "A5", "--models", "ollama/gemma3:4b"], params,
+                                tmp_path / "data", tmp_path, OLLAMA_HOST=server.host)
+    assert rc == 1 and not out["ok"]
+    assert "batch b0000 of ollama/gemma3:4b / context_carry_t0_r1" in out["error"]
+    assert "run the same command again" in out["error"]
