@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import CachePolicy
@@ -71,7 +72,7 @@ def analysis_task(ablation_id: str, params: Params, data_root: str, models: list
     result = run_analysis(ablation_id, ctx)
     folder = write_result(result, data.root / "results")
     key = ablation_id.lower()
-    table = result.tables["main"].head(200)
+    table = result.tables["main"].head(200).with_columns(pl.col(pl.Float64).round(4))
     create_table_artifact(
         key=f"{key}-main-table", table=table.fill_nan(None).to_dicts(),
         description=f"{ablation_id}: main table" + (" (SIMULATED)" if result.simulated else ""))

@@ -1,0 +1,82 @@
+"""A real `prefect server start` on a free loopback port: a small plan runs against it, and the
+flow runs, task runs (one retried) and artifacts are read back through its API."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import REPO, write_small_project_params
+from tests.fake_ollama import FakeOllama
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               DO_NOT_TRACK="1")
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
+                             "127.0.0.1", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("prefect server did not become healthy in 180 s")
+    yield url, env
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=30)
+
+
+def test_runs_task_retries_and_artifacts_visible_in_the_api(prefect_server, tmp_path):
+    url, env = prefect_server
+    params = write_small_project_params(tmp_path / "cfg")
+    text = params.read_text().replace("retries: 4", "retries: 0")  # let the task retry instead
+    params.write_text(text)
+    with FakeOllama(fail_first=1) as server:
+        run_env = dict(env, PREFECT_API_URL=url, OLLAMA_HOST=server.host,
+                       PREFECT_RESULTS_LOCAL_STORAGE_PATH=str(tmp_path / "results"))
+        proc = subprocess.run([sys.executable, "flows/ablations.py", "--only", "A5", "--models",
+                               "ollama/gemma3:4b", "--params", str(params), "--data",
+                               str(tmp_path / "data")], cwd=REPO, env=run_env,
+                              capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    api = httpx.Client(base_url=url, timeout=30)
+    flows = api.post("/flow_runs/filter", json={"limit": 50}).json()
+    names = {f["name"] for f in flows}
+    assert any(n.startswith("only A5") for n in names)
+    assert {"baseline | ollama/gemma3:4b", "A5 dark knowledge"} <= names
+    assert all(f["state_type"] == "COMPLETED" for f in flows)
+
+    tasks = api.post("/task_runs/filter", json={"limit": 200}).json()
+    batch = [t for t in tasks if t["name"].startswith("ollama/gemma3:4b | context_carry")]
+    assert batch and all(t["state_type"] == "COMPLETED" for t in tasks)
+    retried = [t for t in batch if t["run_count"] > 1]
+    assert len(retried) == 1  # the batch whose first call got a 500 was retried by Prefect
+    history = api.get("/task_run_states/", params={"task_run_id": retried[0]["id"]}).json()
+    assert "AwaitingRetry" in {s["name"] for s in history}
+
+    keys = {a["key"] for a in api.post("/artifacts/filter", json={"limit": 50}).json()}
+    assert {"a5-main-table", "a5-verdict", "baseline-main-table", "report"} <= keys
