@@ -1,12 +1,16 @@
-"""Real DVC on a temporary git+DVC repository built from this project.
+"""Real DVC on a temporary git+DVC repository built from this project (reduced params).
 
-repro -> push to a local directory remote -> fresh clone -> pull gives identical hashes, and a
-second repro does nothing. DVC runs as a subprocess (two Repo objects on one repo deadlock).
+repro -> a second repro does nothing -> one temperature changed makes backend calls only for the
+changed conditions -> push to a local directory remote -> a fresh clone pulls and re-runs the
+analyses without a single backend call. DVC runs as a subprocess (two Repo objects on one repo
+deadlock); `python` on PATH is this environment's interpreter.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,88 +19,104 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, write_small_project_params
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore", ".dvcignore"]
+PROJECT_FILES = ["dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore", "prefect.toml"]
 PROJECT_DIRS = ["emoface", "schemas", "tasks", "flows"]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
+def _env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.invalid",
+    env.update(DVC_NO_ANALYTICS="1", DO_NOT_TRACK="1", PREFECT_HOME=str(tmp / "prefect-home"),
+               PREFECT_RESULTS_LOCAL_STORAGE_PATH=str(tmp / "prefect-results"),
+               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.invalid",
                GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.invalid")
     return env
 
 
-def run(cmd: list[str], cwd: Path) -> str:
+def run(cmd: list[str], cwd: Path, tmp: Path) -> str:
     if cmd[0] == "dvc":
         cmd = [sys.executable, "-m", "dvc", *cmd[1:]]
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(tmp), capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc.stdout + proc.stderr
+
+
+def backend_calls(output: str) -> list[int]:
+    return [int(n) for n in re.findall(r"(\d+) backend calls", output)]
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
     import hashlib
 
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*")) if p.is_file()
-    }
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture
-def project_copy(tmp_path: Path) -> Path:
+def project(tmp_path: Path) -> Path:
     repo = tmp_path / "project"
     repo.mkdir()
     for f in PROJECT_FILES:
         shutil.copy(REPO / f, repo / f)
     for d in PROJECT_DIRS:
-        if (REPO / d).is_dir():
-            shutil.copytree(REPO / d, repo / d, ignore=shutil.ignore_patterns("__pycache__"))
-    # A small stimulus set keeps the round trip quick; the stage is the same.
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["stimuli"]["identities_per_cell"] = 2
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q", "-b", "main"], repo)
-    run(["dvc", "init", "-q"], repo)
+        shutil.copytree(REPO / d, repo / d, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(write_small_project_params(tmp_path / "cfg"), repo / "params.yaml")
+    run(["git", "init", "-q", "-b", "main"], repo, tmp_path)
+    run(["dvc", "init", "-q"], repo, tmp_path)
     return repo
 
 
-def test_repro_push_clone_pull_round_trip(tmp_path, project_copy):
-    repo = project_copy
-    out = run(["dvc", "repro"], repo)
-    assert "Running stage 'stimuli'" in out
-    stim = repo / "data/stimuli/embedded"
-    assert len(list((stim / "images").glob("*.png"))) == 48
-    first = tree_hashes(stim)
+def test_pipeline_repro_change_push_clone_pull(tmp_path, project):
+    repo = project
+    out = run(["dvc", "repro"], repo, tmp_path)
+    for stage in ("stimuli", "real_faces", "inference", "analyses"):
+        assert f"Running stage '{stage}'" in out
+    first_calls, analysis_calls = backend_calls(out)
+    assert first_calls > 0 and analysis_calls == 0
+    metrics = {p: json.loads(p.read_text()) for p in (repo / "data/results").glob("*/metrics.json")}
+    assert len(metrics) == 10 and all(m["simulated"] for m in metrics.values())
+    assert "SIMULATED DATA" in (repo / "data/results/report.md").read_text()
 
-    again = run(["dvc", "repro"], repo)
+    again = run(["dvc", "repro"], repo, tmp_path)
     assert "Running stage" not in again and "up to date" in again
-    assert run(["dvc", "status"], repo).strip().endswith("up to date.")
+
+    # change one A3 temperature: only its conditions make backend calls
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["ablations"]["A3"]["temperatures"] = [0.0, 0.9]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    changed = run(["dvc", "repro"], repo, tmp_path)
+    assert "Running stage 'stimuli'" not in changed
+    assert backend_calls(changed) == [2 * 2 * 48 * 3, 0]  # 2 models x 2 repeats x 48 x 3 turns
+
+    shown = run(["dvc", "metrics", "show", "--json"], repo, tmp_path)
+    assert "A8/metrics.json" in shown and "variance_restored" in shown
+    assert "within_category_sd_by_temperature.csv" in run(["dvc", "plots", "show", "--json"],
+                                                            repo, tmp_path)
 
     remote = tmp_path / "remote"
-    run(["dvc", "remote", "add", "-d", "local", str(remote)], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-q", "-m", "pipeline"], repo)
-    run(["dvc", "push"], repo)
+    run(["dvc", "remote", "add", "-d", "local", str(remote)], repo, tmp_path)
+    run(["git", "add", "-A"], repo, tmp_path)
+    run(["git", "commit", "-q", "-m", "pipeline"], repo, tmp_path)
+    run(["dvc", "push"], repo, tmp_path)
 
     clone = tmp_path / "clone"
-    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
-    assert not (clone / "data/stimuli/embedded").exists()
-    run(["dvc", "pull"], clone)
-    assert tree_hashes(clone / "data/stimuli/embedded") == first
-    # the pulled data satisfies the lock: nothing to reproduce
-    assert "Running stage" not in run(["dvc", "repro"], clone)
-
-
-def test_param_change_reruns_stage(project_copy):
-    repo = project_copy
-    run(["dvc", "repro"], repo)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["stimuli"]["seed"] = 99
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert "Running stage 'stimuli'" in run(["dvc", "repro"], repo)
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, tmp_path)
+    assert not (clone / "data/predictions").exists()
+    run(["dvc", "pull"], clone, tmp_path)
+    assert tree_hashes(clone / "data/predictions") == tree_hashes(repo / "data/predictions")
+    assert "Running stage" not in run(["dvc", "repro"], clone, tmp_path)
+    # the analyses re-run from pulled data without a single backend call ...
+    redo = run(["dvc", "repro", "-f", "-s", "analyses"], clone, tmp_path)
+    assert backend_calls(redo) == [0]
+    for name in ("A1", "A8", "A9"):
+        a = json.loads((repo / f"data/results/{name}/metrics.json").read_text())
+        b = json.loads((clone / f"data/results/{name}/metrics.json").read_text())
+        assert a == b  # ... and reproduce the same numbers
+    # ... and an experiment on an analysis parameter too
+    exp = run(["dvc", "exp", "run", "-S", "analysis.alpha=0.1"], clone, tmp_path)
+    assert "Running stage 'inference'" not in exp and backend_calls(exp) == [0]

@@ -41,7 +41,7 @@ class AblationResult:
     tables: dict[str, pl.DataFrame] = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     plots: dict[str, pl.DataFrame] = field(default_factory=dict)
-    simulated: bool = True
+    simulated: bool = True  # True when ANY number in it comes from the simulated backend
     provenance: dict = field(default_factory=dict)
 
 
@@ -62,7 +62,8 @@ def _fmt(x: float, d: int = 2) -> str:
 def _provenance(frames: list[pl.DataFrame]) -> dict:
     cols = ["model_id", "backend", "model_digest", "backend_version", "quantization",
             "prompt_version", "parser_version", "simulated"]
-    rows = pl.concat([f.select(cols).unique() for f in frames]).unique().sort("model_id")
+    # sorted on every column: identical inputs must give byte-identical metrics.json
+    rows = pl.concat([f.select(cols).unique() for f in frames]).unique().sort(cols)
     return {"models": rows.to_dicts()}
 
 
@@ -92,7 +93,7 @@ def baseline(ctx: AnalysisContext) -> AblationResult:
                  "human_within_category_sd": human},
         plots={"within_category_sd": table.select("model_id", "valence_within_category_sd",
                                                   "arousal_within_category_sd")},
-        simulated=bool(table["simulated"].all()),
+        simulated=bool(table["simulated"].any()),
         provenance=_provenance(list(frames.values())))
 
 
@@ -150,7 +151,7 @@ def a1_text_only(ctx: AnalysisContext) -> AblationResult:
         "A1", f"A1 (rule: r >= {R_HIGH} => language prior): " + "; ".join(verdicts), outcome,
         tables={"main": table}, plots={"scatter": pl.concat(scatter)},
         metrics={"r_high_threshold": R_HIGH, "rows": table.to_dicts()},
-        simulated=all(bool(f["simulated"].all()) for f in frames), provenance=_provenance(frames))
+        simulated=any(bool(f["simulated"].any()) for f in frames), provenance=_provenance(frames))
 
 
 # --- A2 -------------------------------------------------------------------------------------
@@ -215,7 +216,7 @@ def a2_single_shot(ctx: AnalysisContext) -> AblationResult:
         plots={"paired_differences": table.select("model_id", "metric", "difference",
                                                    "diff_low", "diff_high")},
         metrics={"rows": table.to_dicts()},
-        simulated=all(bool(f["simulated"].all()) for f in frames), provenance=_provenance(frames))
+        simulated=any(bool(f["simulated"].any()) for f in frames), provenance=_provenance(frames))
 
 
 # --- A3 -------------------------------------------------------------------------------------
@@ -262,7 +263,7 @@ def a3_temperature(ctx: AnalysisContext) -> AblationResult:
         plots={"within_category_sd_by_temperature": summary.select(
             "model_id", "temperature", "mean", "sd_over_repeats")},
         metrics={"trend": trend, "summary": summary.to_dicts()},
-        simulated=all(bool(f["simulated"].all()) for f in frames), provenance=_provenance(frames))
+        simulated=any(bool(f["simulated"].any()) for f in frames), provenance=_provenance(frames))
 
 
 # --- A4 -------------------------------------------------------------------------------------
@@ -292,7 +293,7 @@ def a4_quantization(ctx: AnalysisContext) -> AblationResult:
                                                    "diff_high")},
         metrics={"variance_restored": {f: dict(zip(("point", "low", "high"), v, strict=True))
                                        for f, v in restored.items()}, "rows": table.to_dicts()},
-        simulated=bool(q4["simulated"].all() and fp16["simulated"].all()),
+        simulated=bool(q4["simulated"].any() or fp16["simulated"].any()),
         provenance=_provenance([q4, fp16]))
 
 
@@ -376,7 +377,7 @@ def a5_dark_knowledge(ctx: AnalysisContext) -> AblationResult:
         plots={"entropy_by_category": summ.select("model_id", "field", "category",
                                                   "mean_entropy_nats", "sd_expected", "sd_argmax")},
         metrics={"rows": table.to_dicts()},
-        simulated=all(bool(f["simulated"].all()) for f in frames), provenance=_provenance(frames))
+        simulated=any(bool(f["simulated"].any()) for f in frames), provenance=_provenance(frames))
 
 
 # --- A6 -------------------------------------------------------------------------------------
@@ -404,7 +405,7 @@ def a6_more_models(ctx: AnalysisContext) -> AblationResult:
                                                         "arousal_sd_ratio_human")},
                           metrics={"n_models": n, "human_within_category_sd": human,
                                    "rows": table.to_dicts()},
-                          simulated=bool(table["simulated"].all()),
+                          simulated=bool(table["simulated"].any()),
                           provenance=_provenance(list(frames.values())))
 
 
@@ -453,7 +454,7 @@ def a7_real_faces(ctx: AnalysisContext) -> AblationResult:
         tables={"main": table}, plots={"ai_vs_real": table.select(
             "model_id", "faces", "accuracy", "kappa", "kappa_boot_low", "kappa_boot_high")},
         metrics={"rows": table.to_dicts()},
-        simulated=all(bool(f["simulated"].all()) for f in frames), provenance=_provenance(frames))
+        simulated=any(bool(f["simulated"].any()) for f in frames), provenance=_provenance(frames))
 
 
 # --- A8 -------------------------------------------------------------------------------------
@@ -568,7 +569,7 @@ def a8_fpr_by_race(ctx: AnalysisContext) -> AblationResult:
         metrics={"fpr": fpr.to_dicts(), "tests": test_df.to_dicts(),
                  "mixed_models": lmm_df.to_dicts(),
                  "all_mixed_models_converged": bool(lmm_df["converged"].all())},
-        simulated=all(bool(f["simulated"].all()) for f in frames), provenance=_provenance(frames))
+        simulated=any(bool(f["simulated"].any()) for f in frames), provenance=_provenance(frames))
 
 
 # --- A9 -------------------------------------------------------------------------------------
@@ -683,7 +684,7 @@ def a9_hidden_states(ctx: AnalysisContext) -> AblationResult:
                                                 "within_category_debiased_cka", "rsa_spearman")},
         metrics={"model": model, "best_layer": best, "output_within_category_r": out_within,
                  "rows": table.to_dicts()},
-        simulated=bool(base["simulated"].all()), provenance=_provenance([base]))
+        simulated=bool(base["simulated"].any()), provenance=_provenance([base]))
 
 
 ANALYSES = {a.analysis: globals()[a.analysis] for a in REGISTRY.values()}
