@@ -94,21 +94,34 @@ def run_items(items: list[WorkItem], backends: _Backends, params: Params, data: 
         specs = plan_condition(backend, ss, item.condition, item.condition.options(params.inference),
                                store, batch_size=params.inference.batch_size, labels=labels)
         store.sweep(specs[0].folder)
+        # Two batch tasks in flight: the backend's limiter caps its calls, so the next batch runs
+        # while the previous one is validated and written. Results are taken in batch order.
+        pending: list = []
         for spec in specs:
-            state = inference_batch(backend, spec, str(data.root), params.study.emotions,
-                                    return_state=True)
-            if state.is_failed():
-                try:
-                    state.result()
-                except Exception as err:  # noqa: BLE001 - re-raised with where it happened
-                    raise RunFailure(
-                        f"{context}: batch b{spec.index:04d} of {spec.model_id} / "
-                        f"{spec.condition.condition_id} [{spec.stimulus_set}] failed: {err}. "
-                        "Fix the cause and run the same command again: finished batches are "
-                        "kept and only the missing ones run.") from err
-            calls += (state.result() or {}).get("calls", 0)
+            pending.append((spec, inference_batch.submit(backend, spec, str(data.root),
+                                                         params.study.emotions)))
+            if len(pending) == 2:
+                calls += _batch_calls(*pending.pop(0), context)
+        while pending:
+            calls += _batch_calls(*pending.pop(0), context)
         logger.info("%s: %s done", context, item.label)
     return calls
+
+
+def _batch_calls(spec, future, context: str) -> int:
+    """Calls a finished batch task made; a failed one raises saying where and how to resume."""
+    future.wait()
+    state = future.state
+    if state.is_failed():
+        try:
+            state.result()
+        except Exception as err:  # noqa: BLE001 - re-raised with where it happened
+            raise RunFailure(
+                f"{context}: batch b{spec.index:04d} of {spec.model_id} / "
+                f"{spec.condition.condition_id} [{spec.stimulus_set}] failed: {err}. "
+                "Fix the cause and run the same command again: finished batches are "
+                "kept and only the missing ones run.") from err
+    return (state.result() or {}).get("calls", 0)
 
 
 _RUN: dict[str, _Backends] = {}

@@ -12,6 +12,7 @@ message says what to do).
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,16 @@ class Backend(ABC):
 
     #: how many conversations may run at once against this backend
     max_concurrency: int = 1
+    _limiter_lock = threading.Lock()
+
+    @property
+    def limiter(self) -> threading.BoundedSemaphore:
+        """Caps conversations in flight at ``max_concurrency`` across every batch using this
+        backend, so a batch can start while the previous one is being validated and written."""
+        with Backend._limiter_lock:
+            if getattr(self, "_limiter", None) is None:
+                self._limiter = threading.BoundedSemaphore(max(1, self.max_concurrency))
+        return self._limiter
 
     @property
     @abstractmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,11 +107,16 @@ def run_condition(
     labels: Mapping[str, str] | None = None,
     on_done: Callable[[int], None] | None = None,
 ) -> tuple[pl.DataFrame, int]:
-    """Run every missing batch; return all rows (validated) and the backend calls made."""
+    """Run every missing batch; return all rows (validated) and the backend calls made.
+
+    Two batches are in progress at a time (the backend's limiter caps the calls in flight), so
+    the backend stays busy while a finished batch is validated and written.
+    """
     specs = plan_condition(backend, stimulus_set, condition, options, store,
                            batch_size=batch_size, labels=labels)
     store.sweep(specs[0].folder)
-    calls = sum(run_one_batch(backend, s, store, emotions, on_done) for s in specs)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        calls = sum(pool.map(lambda s: run_one_batch(backend, s, store, emotions, on_done), specs))
     return store.read(specs[0].folder, emotions, n_batches=len(specs)), calls
 
 

@@ -145,7 +145,8 @@ def run_batch(
 
     def one(stim: StimulusInput):
         label = labels[stim.stimulus_id] if labels is not None else None
-        out = rate_stimulus(backend, info, stim, condition, emotions, options, label=label)
+        with backend.limiter:
+            out = rate_stimulus(backend, info, stim, condition, emotions, options, label=label)
         if on_done is not None:
             on_done(1)
         return out

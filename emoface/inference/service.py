@@ -65,8 +65,10 @@ def run_condition_for(params: Params, data: DataPaths, model_id: str, *, protoco
                 calls += run_one_batch(backend, spec, store, emotions,
                                        on_done=lambda n: bar.advance(task, n))
     else:
-        for spec in todo:
-            calls += run_one_batch(backend, spec, store, emotions)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=2) as pool:  # see engine.run_condition
+            calls += sum(pool.map(lambda s: run_one_batch(backend, s, store, emotions), todo))
     rows = store.read(specs[0].folder, emotions, n_batches=len(specs))
     backend.close()
     return {"model_id": backend.info.model_id, "condition_id": condition.condition_id,
