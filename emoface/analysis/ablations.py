@@ -203,7 +203,7 @@ def a2_single_shot(ctx: AnalysisContext) -> AblationResult:
         rows += _paired_table(ctx, m, carry, ss, "context_carry", "single_shot")
         for name, df in (("context_carry", carry), ("single_shot", ss)):
             for f in ("emotion", *M.FIELDS):
-                counts = df.group_by(f"{f}_status").len()
+                counts = df.group_by(f"{f}_status", maintain_order=True).len()
                 parse += [{"model_id": m, "protocol": name, "field": f, "status": s, "n": n}
                           for s, n in counts.iter_rows()]
     table = pl.DataFrame(rows)
@@ -242,11 +242,11 @@ def a3_temperature(ctx: AnalysisContext) -> AblationResult:
                              **{f"{f}_within_category_sd": M.within_category_sd(df, f)
                                 for f in M.FIELDS}})
             stacked = pl.concat([d.select("stimulus_id", "arousal") for d in dfs])
-            same = stacked.group_by("stimulus_id").agg(pl.col("arousal").n_unique() == 1)
+            same = stacked.group_by("stimulus_id", maintain_order=True).agg(pl.col("arousal").n_unique() == 1)
             agree.append({"model_id": m, "temperature": t, "n_repeats": len(reps),
                           "share_all_repeats_agree": float(same["arousal"].mean())})
     per_repeat = pl.DataFrame(rows)
-    summary = per_repeat.group_by("model_id", "temperature").agg(
+    summary = per_repeat.group_by("model_id", "temperature", maintain_order=True).agg(
         pl.col("arousal_within_category_sd").mean().alias("mean"),
         pl.col("arousal_within_category_sd").std().alias("sd_over_repeats"),
         pl.len().alias("n_repeats")).sort("model_id", "temperature").join(
@@ -353,12 +353,12 @@ def a5_dark_knowledge(ctx: AnalysisContext) -> AblationResult:
         d = digit_table(ctx, m).join(design, on="stimulus_id")
         per_image.append(d)
         ok = d.filter(~pl.col("flagged"))
-        summary.append(ok.group_by("model_id", "field", "category").agg(
+        summary.append(ok.group_by("model_id", "field", "category", maintain_order=True).agg(
             pl.col("entropy").mean().alias("mean_entropy_nats"),
             pl.col("expected").std().alias("sd_expected"),
             pl.col("argmax").std().alias("sd_argmax"),
             pl.col("digit_mass").mean().alias("mean_digit_mass"), pl.len().alias("n"))
-            .join(d.group_by("model_id", "field", "category").agg(
+            .join(d.group_by("model_id", "field", "category", maintain_order=True).agg(
                 pl.col("flagged").sum().alias("n_flagged")),
                 on=["model_id", "field", "category"]))
         for f in M.FIELDS:
@@ -524,14 +524,14 @@ def a8_fpr_by_race(ctx: AnalysisContext) -> AblationResult:
         frames.append(df)
         non = df.filter(pl.col("intended") != "angry").with_columns(
             (pl.col("emotion") == "angry").fill_null(False).alias("said_angry"))
-        for race, g in non.group_by("race"):
+        for race, g in non.group_by("race", maintain_order=True):
             k, n = int(g["said_angry"].sum()), g.height
             lo, hi = proportion_confint(k, n, alpha=ctx.a.alpha, method="wilson")
             angry = df.filter((pl.col("intended") == "angry") & (pl.col("race") == race[0]))
             fpr_rows.append({"model_id": m, "race": race[0], "false_angry": k, "n_not_angry": n,
                              "fpr": k / n, "fpr_low": lo, "fpr_high": hi,
                              "tpr_angry": float((angry["emotion"] == "angry").mean())})
-        counts = non.group_by("race").agg(pl.col("said_angry").sum().alias("yes"),
+        counts = non.group_by("race", maintain_order=True).agg(pl.col("said_angry").sum().alias("yes"),
                                           (~pl.col("said_angry")).sum().alias("no")).sort("race")
         chi2, p_chi, _, _ = stats.chi2_contingency(counts.select("yes", "no").to_numpy()) \
             if counts["yes"].sum() > 0 else (np.nan, np.nan, None, None)
@@ -555,7 +555,7 @@ def a8_fpr_by_race(ctx: AnalysisContext) -> AblationResult:
         tests.append({"model_id": m, "chi2": chi2, "chi2_p": p_chi, **logit})
         for f in M.FIELDS:
             lmm.append({"model_id": m, **_mixed_model(df, f)})
-        for race, g in df.group_by("race"):
+        for race, g in df.group_by("race", maintain_order=True):
             conf.append(M.confusion(g, ctx.emotions).with_columns(
                 pl.lit(m).alias("model_id"), pl.lit(race[0]).alias("race")))
     fpr = pl.DataFrame(fpr_rows).sort("model_id", "race")
@@ -689,7 +689,7 @@ def a9_hidden_states(ctx: AnalysisContext) -> AblationResult:
     base = ctx.predictions(model)
     out_within = np.nanmean([pearson_with_ci(g["arousal"].drop_nulls().to_numpy(),
                                              g.drop_nulls("arousal")["arousal_mean"].to_numpy())[0]
-                             for _, g in base.group_by("intended")])
+                             for _, g in base.group_by("intended", maintain_order=True)])
     sig = best["within_category_p"] < ctx.a.alpha and best["debiased_cka_p"] < ctx.a.alpha
     o = "supports" if sig else "cannot_tell"
     verdict = (f"A9 (rule: within-category representational information above the permutation null"

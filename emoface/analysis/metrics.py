@@ -103,7 +103,7 @@ def within_category_sd(df: pl.DataFrame, dv: str, by: str = "emotion") -> float:
     d = df.drop_nulls(dv)
     if by == "emotion" and "emotion_status" in d.columns:
         d = d.filter(pl.col("emotion_status").is_in(USABLE)).drop_nulls("emotion")
-    sds = d.group_by(by).agg(pl.col(dv).std(ddof=1))[dv].drop_nulls()
+    sds = d.group_by(by, maintain_order=True).agg(pl.col(dv).std(ddof=1))[dv].drop_nulls()
     return float(sds.mean()) if sds.len() else float("nan")
 
 

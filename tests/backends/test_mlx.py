@@ -88,8 +88,10 @@ def test_batch_rows_and_logits_are_stored(tiny, stims, small_params, tmp_path):
     store.write_batch(folder, 0, batch_key(c, tiny.info.digest, opts, stims[:4], None), rows,
                       records, small_params.study.emotions)
     lg = store.read_logits(folder)
-    assert lg["digit_logprobs"].shape == (8, 9) and set(lg["source"]) <= {"exact", "none"}
-    assert lg["top_logprobs"].shape[1] == 50
+    rating = np.isin(lg["field"], ("valence", "arousal"))
+    assert rating.sum() == 8 and (~rating).sum() == 4  # 4 emotion steps + 8 rating steps
+    assert set(lg["source"][rating]) <= {"exact", "none"} and set(lg["source"][~rating]) == {"label"}
+    assert lg["digit_logprobs"].shape == (12, 9) and lg["top_logprobs"].shape[1] == 50
 
 
 def test_hidden_states_per_layer(tiny, small_set, small_params, tmp_path):
