@@ -135,8 +135,10 @@ def select(*, priority: int | None = None, tier: str | None = None,
 
 
 def baseline_items(params: Params, models: Sequence[str]) -> list[WorkItem]:
+    """The baseline: every study model, plus the FER classifiers the study compares them with."""
     s = params.stimuli.set_name
-    return [WorkItem("predictions", s, m, BASELINE) for m in models]
+    return [WorkItem("predictions", s, m, BASELINE)
+            for m in dict.fromkeys([*models, *params.models.fer])]
 
 
 def work_for(ablation_id: str, params: Params, models: Sequence[str]) -> list[WorkItem]:
@@ -157,14 +159,13 @@ def work_for(ablation_id: str, params: Params, models: Sequence[str]) -> list[Wo
                        for r in range(1, ab.A3.repeats + 1)]
     if ablation_id == "A4":
         return [WorkItem("predictions", s, m, BASELINE) for m in (ab.A4.q4, ab.A4.fp16)]
+    if ablation_id == "A9":
+        return [WorkItem("hidden", s, ab.A9.model)]
     if ablation_id == "A6":
         return base + [WorkItem("predictions", s, m, BASELINE) for m in ab.A6.models]
     if ablation_id == "A7":
         return base + [WorkItem("predictions", params.real_faces.name, m, BASELINE)
-                       for m in (*models, *ab.A7.fer_models)] + [
-            WorkItem("predictions", s, m, BASELINE) for m in ab.A7.fer_models]
-    if ablation_id == "A9":
-        return [WorkItem("hidden", s, ab.A9.model)]
+                       for m in (*models, *params.models.fer)]
     raise KeyError(ablation_id)
 
 

@@ -110,6 +110,8 @@ class ModelsParams(_Frozen):
     """The study's models (every ablation's default) as backend/model ids."""
 
     study: tuple[ModelId, ...] = ("simulated/gemma3-4b", "simulated/llama3.2-vision-11b")
+    # real FER classifiers, compared with the VLMs in the baseline tables and in A7
+    fer: tuple[Annotated[str, Field(pattern=r"^fer/.+")], ...] = ("fer/mini-xception",)
 
 
 class A1Params(_Frozen):
@@ -129,10 +131,6 @@ class A4Params(_Frozen):
 class A6Params(_Frozen):
     models: tuple[ModelId, ...] = ("simulated/qwen2-vl-7b", "simulated/kimi-vl",
                                    "simulated/smolvlm2")
-
-
-class A7Params(_Frozen):
-    fer_models: tuple[ModelId, ...] = ("fer/mini-xception",)
 
 
 class RealFacesParams(_Frozen):
@@ -158,7 +156,6 @@ class AblationsParams(_Frozen):
     A3: A3Params = A3Params()
     A4: A4Params = A4Params()
     A6: A6Params = A6Params()
-    A7: A7Params = A7Params()
     A9: A9Params = A9Params()
 
 

@@ -77,16 +77,19 @@ def _boot(ctx: AnalysisContext, identities) -> np.ndarray:
 # --- baseline -------------------------------------------------------------------------------
 
 def baseline(ctx: AnalysisContext) -> AblationResult:
-    frames = {(m, BASELINE.condition_id): ctx.predictions(m) for m in ctx.models}
+    """The study models and the FER classifier(s) side by side (FER gives labels only)."""
+    models = list(dict.fromkeys([*ctx.models, *ctx.params.models.fer]))
+    frames = {(m, BASELINE.condition_id): ctx.predictions(m) for m in models}
     table = M.metrics_table(frames, ctx.emotions, alpha=ctx.a.alpha, n_boot=ctx.a.bootstrap,
                             seed=ctx.a.seed)
     human = M.human_within_category_sd(next(iter(frames.values())))
     conf = pl.concat([M.confusion(df, ctx.emotions).with_columns(pl.lit(m).alias("model_id"))
                       for (m, _), df in frames.items()])
     lines = [f"{r['model_id']}: accuracy {_fmt(r['accuracy'])}, kappa {_fmt(r['kappa'])} "
-             f"[{_fmt(r['kappa_low'])}, {_fmt(r['kappa_high'])}], arousal r "
-             f"{_fmt(r['arousal_r'])}, within-category SD arousal "
-             f"{_fmt(r['arousal_within_category_sd'])} (humans {_fmt(human['arousal'])})"
+             f"[{_fmt(r['kappa_low'])}, {_fmt(r['kappa_high'])}], "
+             + ("no valence/arousal (a classifier)" if r["model_id"].startswith("fer/") else
+                f"arousal r {_fmt(r['arousal_r'])}, within-category SD arousal "
+                f"{_fmt(r['arousal_within_category_sd'])} (humans {_fmt(human['arousal'])})")
              for r in table.iter_rows(named=True)]
     return AblationResult(
         "baseline", "Baseline (context-carry, T = 0): " + "; ".join(lines), "not_applicable",
@@ -435,7 +438,7 @@ def a6_more_models(ctx: AnalysisContext) -> AblationResult:
 
 def a7_real_faces(ctx: AnalysisContext) -> AblationResult:
     real = ctx.params.real_faces.name
-    models = [*ctx.models, *ctx.params.ablations.A7.fer_models]
+    models = list(dict.fromkeys([*ctx.models, *ctx.params.models.fer]))
     rows, frames = [], []
     for m in models:
         for name in (ctx.params.stimuli.set_name, real):

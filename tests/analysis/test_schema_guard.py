@@ -18,7 +18,8 @@ MODEL = "simulated/gemma3-4b"
 
 @pytest.fixture
 def stored(tmp_path):
-    p = Params(stimuli=StimuliParams(identities_per_cell=2), models=ModelsParams(study=(MODEL,)))
+    p = Params(stimuli=StimuliParams(identities_per_cell=2),
+               models=ModelsParams(study=(MODEL,), fer=()))
     data = DataPaths(tmp_path / "data")
     generate_stimulus_set(p.study, p.stimuli, data.stimulus_set("embedded"))
     run_condition_for(p, data, MODEL, protocol="context_carry")

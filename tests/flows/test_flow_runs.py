@@ -38,7 +38,7 @@ def test_priority_1_end_to_end_then_resume_with_zero_calls(project):
     tmp, params, data = project
     rc, out, err = run_flow(["--priority", "1"], params, data, tmp)
     assert rc == 0, err[-3000:]
-    assert out["ok"] and out["calls"] == 2 * 48 * (3 + 2 + 1)
+    assert out["ok"] and out["calls"] == 2 * 48 * (3 + 2 + 1) + 48  # + the FER classifier
     assert out["task_runs_recorded"] == out["task_runs"] > 0  # nothing lost at exit
     for aid in ("baseline", "A1", "A2"):
         m = json.loads((data / "results" / aid / "metrics.json").read_text())

@@ -41,9 +41,10 @@ def test_identical_conditions_are_one_piece_of_work():
     base = [i for i in plan.unique if i.condition == BASELINE]
     # A3's T=0 repeats 1-3 and A4's 4-bit arm (a study model) are the baseline itself
     assert Condition(temperature=0.0, repeat=3).condition_id == BASELINE.condition_id
-    expected = {*p.models.study, p.ablations.A4.fp16, *p.ablations.A6.models}
+    expected = {*p.models.study, *p.models.fer, p.ablations.A4.fp16, *p.ablations.A6.models}
     assert sorted(i.model_id for i in base) == sorted(expected)  # each exactly once
-    a3 = [i for i in plan.per_ablation["A3"] if i.condition.temperature == 0]
+    a3 = [i for i in plan.per_ablation["A3"]
+          if i.condition.temperature == 0 and i.model_id in p.models.study]
     assert len(a3) == 2 * 3 + 2  # as requested ...
     assert len({i.key for i in a3}) == 2  # ... but only the two baselines
 
@@ -63,10 +64,11 @@ def test_dry_run_json_every_tier(tier, capsys, tmp_path):
 def test_dry_run_priority_1_counts(capsys, tmp_path):
     assert main(["--priority", "1", "--dry-run", "--json", "--data", str(tmp_path)]) == 0
     plan = json.loads(capsys.readouterr().out)
-    # baseline 2 x 1440 x 3, text-only 2 x 1440 x 2, single-shot 2 x 1440 x 1
-    assert plan["calls_unique"] == 2 * 1440 * (3 + 2 + 1)
+    # baseline 2 x 1440 x 3 (+ the FER classifier, 1 call per image), text-only 2 x 1440 x 2,
+    # single-shot 2 x 1440 x 1
+    assert plan["calls_unique"] == 2 * 1440 * (3 + 2 + 1) + 1440
     # naive: A1 and A2 each counted with their own baseline
-    assert plan["calls_total"] == plan["calls_unique"] + 2 * 1440 * 3
+    assert plan["calls_total"] == plan["calls_unique"] + 2 * 1440 * 3 + 1440
 
 
 def test_dry_run_table_and_bad_selection(capsys, tmp_path):
