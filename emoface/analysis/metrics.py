@@ -42,11 +42,12 @@ def cluster_weights(clusters: Sequence[str], n_boot: int, seed: int) -> np.ndarr
 
 
 def w_pearson(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    sw = w.sum(axis=1, keepdims=True)
-    mx, my = (w * x).sum(1, keepdims=True) / sw, (w * y).sum(1, keepdims=True) / sw
-    cov = (w * (x - mx) * (y - my)).sum(1)
-    vx, vy = (w * (x - mx) ** 2).sum(1), (w * (y - my) ** 2).sum(1)
+    """Weighted Pearson r per bootstrap row (NaN where undefined, e.g. no rated rows)."""
     with np.errstate(invalid="ignore", divide="ignore"):
+        sw = w.sum(axis=1, keepdims=True)
+        mx, my = (w * x).sum(1, keepdims=True) / sw, (w * y).sum(1, keepdims=True) / sw
+        cov = (w * (x - mx) * (y - my)).sum(1)
+        vx, vy = (w * (x - mx) ** 2).sum(1), (w * (y - my) ** 2).sum(1)
         return cov / np.sqrt(vx * vy)
 
 
