@@ -86,7 +86,7 @@ def summarize(plan: Plan, params: Params, data: DataPaths) -> dict:
         conditions.append({
             "kind": it.kind, "stimulus_set": it.stimulus_set, "model_id": it.model_id,
             "condition_id": it.key[3], "needed_by": needed_by.get(it.key, ["baseline"]),
-            "calls": c, "calls_done": done,
+            "calls": c, "calls_done": done, "calls_per_stimulus": it.calls_per_stimulus(),
             "stimuli_known": sizes[it.stimulus_set] is not None,
         })
     naive = sum(calls(it) for items in plan.per_ablation.values() for it in items)

@@ -145,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
                  else f"priority {args.priority or 1}") + f" | {','.join(models)}"
     inference, analyses = args.stage in ("all", "inference"), args.stage in ("all", "analyses")
     if inference and sys.stderr.isatty():
-        progress.start(summary["calls_remaining"] // 2 or 1, "inference (stimuli x conditions)")
+        # the bar advances once per rated stimulus (one conversation set), hidden states excluded
+        todo = sum((c["calls"] - c["calls_done"]) // c["calls_per_stimulus"]
+                   for c in summary["conditions"] if c["kind"] == "predictions")
+        progress.start(max(todo, 1), "inference (stimuli x conditions)")
     t0 = time.perf_counter()
     try:
         with tags(f"invocation-{uuid.uuid4().hex[:8]}"):
