@@ -19,7 +19,7 @@ from emoface.inference.store import HiddenStateStore, PredictionStore
 from emoface.paths import DataPaths
 from emoface.stimuli.datasets import build_real_faces
 from emoface.stimuli.generate import generate_stimulus_set
-from emoface.stimuli.store import load_stimulus_set
+from emoface.stimuli.store import StimulusSet, load_stimulus_set
 from tasks.analysis import analysis_task, report_task
 from tasks.inference import inference_batch
 from tasks.record import HOOKS
@@ -37,14 +37,21 @@ class _Backends:
     """
 
     def __init__(self, params: Params, data: DataPaths) -> None:
-        self.params, self.data, self.cache = params, data, {}
+        self.params, self.data, self.cache, self.sets = params, data, {}, {}
+
+    def stimuli(self, set_name: str) -> StimulusSet:
+        """Each stimulus set loaded (and its image hashes verified) once per run."""
+        if set_name not in self.sets:
+            self.sets[set_name] = load_stimulus_set(self.data.stimulus_set(set_name),
+                                                    self.params.study)
+        return self.sets[set_name]
 
     def get(self, model_id: str, set_name: str) -> Backend:
         key = (model_id, set_name)
         if key not in self.cache:
-            ss = load_stimulus_set(self.data.stimulus_set(set_name), self.params.study)
             self.cache[key] = make_backend(model_id, self.params.inference,
-                                           emotions=self.params.study.emotions, stimulus_set=ss)
+                                           emotions=self.params.study.emotions,
+                                           stimulus_set=self.stimuli(set_name))
         return self.cache[key]
 
     def close(self) -> None:
@@ -87,8 +94,7 @@ def run_items(items: list[WorkItem], backends: _Backends, params: Params, data: 
         if item.kind == "hidden":
             hidden_task(backend, item, params, str(data.root))
             continue
-        ss = load_stimulus_set(data.stimulus_set(item.stimulus_set), params.study,
-                               verify_files=False)
+        ss = backends.stimuli(item.stimulus_set)
         labels = resolve_labels(item.condition, ss, store, backend.info.model_id,
                                 params.study.emotions)
         specs = plan_condition(backend, ss, item.condition, item.condition.options(params.inference),

@@ -25,6 +25,9 @@ class AnalysisContext:
     data: DataPaths
     models: list[str]
     _sets: dict[str, StimulusSet] = field(default_factory=dict)
+    # Several analyses read the same (model, condition) tables: read and validate each once.
+    # Polars frames are immutable, so handing out the same frame is safe.
+    _predictions: dict[tuple[str, str, str], pl.DataFrame] = field(default_factory=dict)
 
     @property
     def emotions(self) -> tuple[str, ...]:
@@ -57,6 +60,13 @@ class AnalysisContext:
                     set_name: str | None = None) -> pl.DataFrame:
         """Validated predictions of one (model, condition), every stimulus present, joined."""
         set_name = set_name or self.params.stimuli.set_name
+        key = (model_id, condition.condition_id, set_name)
+        if key not in self._predictions:
+            self._predictions[key] = self._read_predictions(model_id, condition, set_name)
+        return self._predictions[key]
+
+    def _read_predictions(self, model_id: str, condition: Condition,
+                          set_name: str) -> pl.DataFrame:
         store = PredictionStore(self.data.root)
         folder = store.condition_dir(set_name, condition.condition_id, model_id)
         df = store.read(folder, self.emotions)

@@ -107,17 +107,26 @@ def run_condition(
     labels: Mapping[str, str] | None = None,
     on_done: Callable[[int], None] | None = None,
 ) -> tuple[pl.DataFrame, int]:
-    """Run every missing batch; return all rows (validated) and the backend calls made.
-
-    Two batches are in progress at a time (the backend's limiter caps the calls in flight), so
-    the backend stays busy while a finished batch is validated and written.
-    """
+    """Run every missing batch; return all rows (validated) and the backend calls made."""
     specs = plan_condition(backend, stimulus_set, condition, options, store,
                            batch_size=batch_size, labels=labels)
+    calls = run_specs(backend, specs, store, emotions, on_done)
+    return store.read(specs[0].folder, emotions, n_batches=len(specs)), calls
+
+
+def run_specs(backend: Backend, specs: Sequence[BatchSpec], store: PredictionStore,
+              emotions: Sequence[str], on_done: Callable[[int], None] | None = None) -> int:
+    """Run the batches of one (condition, model) that are not stored yet; returns the calls made.
+
+    Leftover temporary files of a killed writer are swept first. Two batches are in progress at a
+    time (the backend's limiter caps the calls in flight), so the backend stays busy while a
+    finished batch is validated and written.
+    """
+    if not specs:
+        return 0
     store.sweep(specs[0].folder)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        calls = sum(pool.map(lambda s: run_one_batch(backend, s, store, emotions, on_done), specs))
-    return store.read(specs[0].folder, emotions, n_batches=len(specs)), calls
+        return sum(pool.map(lambda s: run_one_batch(backend, s, store, emotions, on_done), specs))
 
 
 def run_hidden_states(backend: Backend, stimulus_set: StimulusSet, store: HiddenStateStore,

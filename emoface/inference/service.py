@@ -15,7 +15,7 @@ from emoface.inference.engine import (
     baseline_labels,
     intended_labels,
     plan_condition,
-    run_one_batch,
+    run_specs,
 )
 from emoface.inference.store import PredictionStore
 from emoface.paths import DataPaths
@@ -52,23 +52,16 @@ def run_condition_for(params: Params, data: DataPaths, model_id: str, *, protoco
     labels = resolve_labels(condition, ss, store, backend.info.model_id, emotions)
     specs = plan_condition(backend, ss, condition, condition.options(params.inference), store,
                            batch_size=params.inference.batch_size, labels=labels)
-    store.sweep(specs[0].folder)
     todo = [s for s in specs if not store.is_done(s.folder, s.index, s.key)]
-    calls = 0
     if progress and todo:
         from rich.progress import Progress
 
         with Progress(transient=True) as bar:
             task = bar.add_task(f"{model_id} {condition.condition_id}",
                                 total=sum(len(s.stimuli) for s in todo))
-            for spec in todo:
-                calls += run_one_batch(backend, spec, store, emotions,
-                                       on_done=lambda n: bar.advance(task, n))
+            calls = run_specs(backend, todo, store, emotions, lambda n: bar.advance(task, n))
     else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=2) as pool:  # see engine.run_condition
-            calls += sum(pool.map(lambda s: run_one_batch(backend, s, store, emotions), todo))
+        calls = run_specs(backend, todo, store, emotions)
     rows = store.read(specs[0].folder, emotions, n_batches=len(specs))
     backend.close()
     return {"model_id": backend.info.model_id, "condition_id": condition.condition_id,
