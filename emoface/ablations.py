@@ -154,7 +154,9 @@ def work_for(ablation_id: str, params: Params, models: Sequence[str]) -> list[Wo
         return base + [WorkItem("predictions", s, m, Condition(protocol="single_shot"))
                        for m in models]
     if ablation_id == "A3":
-        return base + [WorkItem("predictions", s, m, Condition(temperature=t, repeat=r))
+        distinct = ab.A3.t0_repeats == "distinct"
+        return base + [WorkItem("predictions", s, m, Condition(temperature=t, repeat=r,
+                                                               distinct_t0=distinct))
                        for m in models for t in ab.A3.temperatures
                        for r in range(1, ab.A3.repeats + 1)]
     if ablation_id == "A4":

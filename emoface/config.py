@@ -116,11 +116,16 @@ class ModelsParams(_Frozen):
 
 class A1Params(_Frozen):
     label_source: Literal["baseline", "intended"] = "baseline"
+    # equivalence margin for r(human, image) - r(human, label-only) (docs/analysis-plan.md)
+    margin: float = Field(0.05, gt=0, lt=1)
 
 
 class A3Params(_Frozen):
     temperatures: tuple[float, ...] = (0.0, 0.3, 0.7, 1.0)
     repeats: int = Field(3, ge=1)
+    # T = 0 repeats: one piece of work (deterministic by design) or re-run with their own seeds
+    # to measure the server's non-determinism
+    t0_repeats: Literal["deterministic", "distinct"] = "deterministic"
 
 
 class A4Params(_Frozen):
@@ -165,6 +170,10 @@ class AnalysisParams(_Frozen):
     permutations: int = Field(1000, ge=99)
     seed: int = 7
     digit_mass_threshold: float = Field(0.5, ge=0, le=1)
+    # bootstrap resamples of the secondary per-model tables (A6's extra models, A7)
+    secondary_bootstrap: int = Field(500, ge=100)
+    # A5: below this mean digit entropy (nats) the distribution is treated as a point mass
+    entropy_floor: float = Field(0.05, ge=0)
 
 
 class Params(_Frozen):

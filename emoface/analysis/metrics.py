@@ -1,27 +1,34 @@
 """Core metrics of one model x condition, and identity-cluster bootstrap machinery.
 
-Definitions used everywhere (one place, one name):
+Definitions used everywhere (one place, one name; docs/analysis-plan.md states them for readers):
 
-* ``within_category_sd`` — the mean over emotion categories of the per-category SD (ddof = 1) of
-  a model's rating, the category being **the model's own label** for that image (the "nearly fixed
-  value per category" the study reports is a value per label; grouping by the intended emotion
-  would mix misclassified images, anchored to other labels, into each category and measure
-  confusion instead). Only rows with a usable in-set label and rating count.
-  ``within_intended_sd`` is the same grouped by the intended emotion (secondary). Human norms have
-  no labels: their within-category SD groups per-image means by intended emotion.
-* kappa rule for answers outside the emotion set — Cohen's kappa uses the square table of the six
-  emotions over rows with a usable answer (``ok``/``normalised`` in the set); other answers
-  (out-of-set words, refusals, unparseable) are excluded from kappa and counted in ``n_excluded``;
-  accuracy counts them as wrong (over all rows).
+* within-category SD — the mean over emotion categories of the per-category SD (ddof = 1) of a
+  rating, over the images the model gave a usable rating. Three groupings (:data:`GROUPINGS`),
+  always the same grouping and the same images for the model and for the human norms:
+
+  - ``intended`` (primary; columns ``*_within_category_sd``): the stimulus's intended emotion;
+  - ``correct`` (sensitivity; ``*_within_correct_sd``): only the images the model labels
+    correctly, grouped by intended (= model) emotion;
+  - ``label`` (sensitivity; ``*_within_label_sd``): the model's own usable label. A model whose
+    rating follows its label gets an SD near 0 here almost by construction, so this grouping is
+    never the primary figure.
+
+  ``*_human_within_*`` columns are the human norms' per-image means over exactly those images and
+  groups. Verdicts that depend on the within-category SD are computed under all three groupings;
+  when they disagree the outcome is "definition-sensitive".
+* kappa — Cohen's kappa of the square 6 x 6 table over rows with a usable in-set answer; other
+  answers (out-of-set words, refusals, unparseable) are excluded and counted in ``n_excluded``.
+  ``kappa7`` is the 7-column version over all rows: every non-usable answer is the category
+  "other" (which no image intends). Accuracy counts non-usable answers as wrong (over all rows).
 * SDs use ddof = 1. Pearson r CIs are Fisher-z (analytic, assuming independent images) and the
   ``*_boot_*`` columns are identity-cluster bootstrap intervals (images share identities), bias-
-  corrected percentile (BC) intervals wherever a point estimate exists: with plain percentiles,
-  planted effects were covered 8/10 times at a nominal 95 % (tests/analysis/test_recovery.py
-  and the closing note of the analysis issue), with BC 10/10.
+  corrected percentile (BC) intervals wherever a point estimate exists (their coverage of planted
+  values is measured in bench/verdict_calibration.py, docs/verdict-calibration.md).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,6 +38,10 @@ from emoface.analysis.stats import cohens_kappa, pearson_with_ci
 
 USABLE = ("ok", "normalised")
 FIELDS = ("valence", "arousal")
+GROUPINGS = ("intended", "correct", "label")
+# column suffix of each grouping's within-category SD
+GROUPING_COLUMN = {"intended": "within_category_sd", "correct": "within_correct_sd",
+                   "label": "within_label_sd"}
 
 
 def cluster_weights(clusters: Sequence[str], n_boot: int, seed: int) -> np.ndarray:
@@ -52,10 +63,12 @@ def w_pearson(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def w_mae(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted mean absolute error per bootstrap row."""
     return (w * np.abs(x - y)).sum(1) / w.sum(1)
 
 
 def w_sd(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted SD (frequency weights, ddof = 1) per bootstrap row."""
     sw = w.sum(1, keepdims=True)
     m = (w * x).sum(1, keepdims=True) / sw
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -63,8 +76,45 @@ def w_sd(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def w_within_category_sd(x: np.ndarray, category: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Bootstrap mean over categories of the per-category SD (categories given per row)."""
     cats = np.unique(category)
-    return np.nanmean(np.stack([w_sd(x[category == c], w[:, category == c]) for c in cats]), axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a category with < 2 rows in a resample
+        return np.nanmean(np.stack([w_sd(x[category == c], w[:, category == c]) for c in cats]),
+                          axis=0)
+
+
+def w_within_category_var(x: np.ndarray, category: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Bootstrap mean over categories of the per-category variance (ddof = 1)."""
+    cats = np.unique(category)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.stack([w_sd(x[category == c], w[:, category == c]) ** 2
+                                    for c in cats]), axis=0)
+
+
+def w_within_pearson(x: np.ndarray, y: np.ndarray, category: np.ndarray,
+                     w: np.ndarray) -> np.ndarray:
+    """Pooled within-category Pearson r per bootstrap row: x and y centred on their (weighted)
+    category means, then correlated (the correlation that ignores between-category differences)."""
+    xc = np.empty(w.shape)
+    yc = np.empty(w.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for c in np.unique(category):
+            m = category == c
+            wm = w[:, m]
+            sw = wm.sum(1, keepdims=True)
+            safe = np.where(sw > 0, sw, 1.0)  # a category absent from a resample adds nothing
+            xc[:, m] = x[m] - (wm * x[m]).sum(1, keepdims=True) / safe
+            yc[:, m] = y[m] - (wm * y[m]).sum(1, keepdims=True) / safe
+        cov = (w * xc * yc).sum(1)
+        return cov / np.sqrt((w * xc**2).sum(1) * (w * yc**2).sum(1))
+
+
+def within_pearson(x: np.ndarray, y: np.ndarray, category: np.ndarray) -> float:
+    """Pooled within-category Pearson r (see :func:`w_within_pearson`)."""
+    return float(w_within_pearson(np.asarray(x, float), np.asarray(y, float),
+                                  np.asarray(category), np.ones((1, len(x))))[0])
 
 
 def w_kappa(truth: np.ndarray, pred: np.ndarray, k: int, w: np.ndarray) -> np.ndarray:
@@ -76,7 +126,8 @@ def w_kappa(truth: np.ndarray, pred: np.ndarray, k: int, w: np.ndarray) -> np.nd
     rows = np.stack([(ww * (t == i)).sum(1) for i in range(k)], 1) / total[:, None]
     cols = np.stack([(ww * (p == i)).sum(1) for i in range(k)], 1) / total[:, None]
     pe = (rows * cols).sum(1)
-    return (po - pe) / (1 - pe)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (po - pe) / (1 - pe)
 
 
 def percentile_ci(samples: np.ndarray, alpha: float,
@@ -96,16 +147,60 @@ def percentile_ci(samples: np.ndarray, alpha: float,
     return float(np.quantile(s, lo_q)), float(np.quantile(s, hi_q))
 
 
-def within_category_sd(df: pl.DataFrame, dv: str, by: str = "emotion") -> float:
-    """Mean over categories of the per-category SD (ddof = 1) of ``dv`` (see module docstring).
+def grouped_sd(values: np.ndarray, groups: np.ndarray) -> float:
+    """Mean over groups of the per-group SD (ddof = 1); groups with < 2 values are skipped."""
+    values, groups = np.asarray(values, float), np.asarray(groups)
+    sds = [np.std(values[groups == g], ddof=1) for g in np.unique(groups)
+           if (groups == g).sum() > 1]
+    return float(np.mean(sds)) if sds else float("nan")
 
-    ``by="emotion"`` (default) groups by the model's own usable label; ``by="intended"`` by design.
-    """
-    d = df.drop_nulls(dv)
-    if by == "emotion" and "emotion_status" in d.columns:
-        d = d.filter(pl.col("emotion_status").is_in(USABLE)).drop_nulls("emotion")
-    sds = d.group_by(by, maintain_order=True).agg(pl.col(dv).std(ddof=1))[dv].drop_nulls()
-    return float(sds.mean()) if sds.len() else float("nan")
+
+def grouped_var(values: np.ndarray, groups: np.ndarray) -> float:
+    """Mean over groups of the per-group variance (ddof = 1); groups with < 2 values skipped."""
+    values, groups = np.asarray(values, float), np.asarray(groups)
+    v = [np.var(values[groups == g], ddof=1) for g in np.unique(groups)
+         if (groups == g).sum() > 1]
+    return float(np.mean(v)) if v else float("nan")
+
+
+def grouping(df: pl.DataFrame, grouping: str, rated: str | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(rows kept, category per kept row) of one within-category grouping (module docstring).
+
+    ``rated``: a rating column; rows where it is null are dropped (model and humans are then
+    compared over the same images)."""
+    keep = np.ones(df.height, bool) if rated is None else df[rated].is_not_null().to_numpy()
+    if grouping == "intended":
+        cats = df["intended"].to_numpy()
+    elif grouping in ("label", "correct"):
+        labels = label_array(df)
+        has = np.array([lab is not None for lab in labels])
+        keep &= has
+        if grouping == "correct":
+            keep &= labels == df["intended"].to_numpy()
+        cats = np.where(has, labels, "").astype(str)
+    else:
+        raise ValueError(f"unknown grouping {grouping!r} (one of {GROUPINGS})")
+    return keep, np.asarray(cats)[keep].astype(str)
+
+
+def within_category_sd(df: pl.DataFrame, dv: str, by: str = "intended",
+                       rated: str | None = None) -> float:
+    """Mean over categories of the per-category SD (ddof = 1) of ``dv`` under grouping ``by``
+    (``intended`` | ``correct`` | ``label``), over rows where ``dv`` (and ``rated``, if given)
+    is not null."""
+    keep, cats = grouping(df, by, rated)
+    x = df[dv].to_numpy().astype(float)[keep]
+    ok = np.isfinite(x)
+    return grouped_sd(x[ok], cats[ok])
+
+
+def within_category_var(df: pl.DataFrame, dv: str, by: str = "intended") -> float:
+    """Mean over categories of the per-category variance of ``dv`` (A4's variance ratio)."""
+    keep, cats = grouping(df, by)
+    x = df[dv].to_numpy().astype(float)[keep]
+    ok = np.isfinite(x)
+    return grouped_var(x[ok], cats[ok])
 
 
 def label_array(df: pl.DataFrame) -> np.ndarray:
@@ -115,10 +210,19 @@ def label_array(df: pl.DataFrame) -> np.ndarray:
                                                        strict=True)], dtype=object)
 
 
-def w_label_sd(x: np.ndarray, labels: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Bootstrap within_category_sd by the model's label (rows with a label and a rating)."""
-    ok = np.isfinite(x) & np.array([lab is not None for lab in labels])
-    return w_within_category_sd(x[ok], labels[ok].astype(str), w[:, ok])
+def w_grouped_sd(df: pl.DataFrame, x: np.ndarray, by: str, w: np.ndarray,
+                 keep: np.ndarray | None = None, var: bool = False) -> np.ndarray:
+    """Bootstrap within-category SD (or variance) of ``x`` (one value per row of ``df``) under
+    grouping ``by``, over rows where x is finite (and ``keep``, e.g. the images both arms rated)."""
+    rows, cats = grouping(df, by)
+    ok = rows.copy()
+    ok[rows] = np.isfinite(x[rows])
+    if keep is not None:
+        ok &= keep
+    cats_all = np.full(df.height, "", dtype=object)
+    cats_all[rows] = cats
+    f = w_within_category_var if var else w_within_category_sd
+    return f(x[ok], cats_all[ok].astype(str), w[:, ok])
 
 
 def label_codes(df: pl.DataFrame, emotions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -143,17 +247,27 @@ def confusion(df: pl.DataFrame, emotions: Sequence[str]) -> pl.DataFrame:
                          "other": table[:, k]})
 
 
+def kappa7(df: pl.DataFrame, emotions: Sequence[str]) -> float:
+    """Cohen's kappa over all rows with a 7th category "other" for every non-usable answer."""
+    truth, pred = label_codes(df, emotions)
+    k = len(emotions)
+    table = np.zeros((k + 1, k + 1))
+    np.add.at(table, (truth, np.where(pred >= 0, pred, k)), 1)
+    return cohens_kappa(table)[0]
+
+
 def core_metrics(df: pl.DataFrame, emotions: Sequence[str], *, alpha: float = 0.05,
                  n_boot: int = 2000, seed: int = 7) -> dict[str, float]:
-    """Accuracy, kappa (+SE, CI, bootstrap CI), and per rating field r (Fisher + bootstrap CI),
-    MAE, SD, within_category_sd, within_label_sd and the parse-failure rate."""
+    """Accuracy, kappa (+SE, CI, bootstrap CI), kappa7, and per rating field r (Fisher +
+    bootstrap CI), MAE, SD, the within-category SD under each grouping for the model and for the
+    humans over the same images, and the parse-failure rate."""
     truth, pred = label_codes(df, emotions)
     k = len(emotions)
     keep = pred >= 0
     table = np.zeros((k, k))
     np.add.at(table, (truth[keep], pred[keep]), 1)
     out: dict[str, float] = {"n": float(df.height), "accuracy": float(np.mean(truth == pred)),
-                             "n_excluded": float((~keep).sum())}
+                             "n_excluded": float((~keep).sum()), "kappa7": kappa7(df, emotions)}
     kap, se, lo, hi = cohens_kappa(table, alpha) if keep.sum() else (np.nan,) * 4
     w = cluster_weights(df["identity"].to_list(), n_boot, seed)
     blo, bhi = percentile_ci(w_kappa(truth, pred, k, w), alpha, kap) if keep.sum() \
@@ -172,10 +286,12 @@ def core_metrics(df: pl.DataFrame, emotions: Sequence[str], *, alpha: float = 0.
             f"{f}_r_boot_low": br_lo, f"{f}_r_boot_high": br_hi,
             f"{f}_mae": float(np.mean(np.abs(x - h))) if x.size else float("nan"),
             f"{f}_sd": float(np.std(x, ddof=1)) if x.size > 1 else float("nan"),
-            f"{f}_within_category_sd": within_category_sd(df, f),
-            f"{f}_within_intended_sd": within_category_sd(df, f, by="intended"),
             f"{f}_failed": float(1 - ok.mean()),
         })
+        for g in GROUPINGS:
+            col = GROUPING_COLUMN[g]
+            out[f"{f}_{col}"] = within_category_sd(df, f, by=g)
+            out[f"{f}_human_{col}"] = within_category_sd(df, f"{f}_mean", by=g, rated=f)
     return out
 
 
@@ -191,5 +307,6 @@ def metrics_table(frames: dict[tuple[str, str], pl.DataFrame], emotions: Sequenc
 
 
 def human_within_category_sd(df: pl.DataFrame) -> dict[str, float]:
-    """The human norms' within-category SD (per-image means), the reference for collapse."""
+    """The human norms' within-category SD (per-image means, intended emotion, all images); the
+    per-model reference over the model's own rated images is in core_metrics' ``*_human_*``."""
     return {f: within_category_sd(df, f"{f}_mean", by="intended") for f in FIELDS}

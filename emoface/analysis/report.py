@@ -27,6 +27,17 @@ BANNER = ("> **SIMULATED DATA.** These numbers come from the simulated rater "
           "simulator, not a real vision-language model or real people.")
 
 
+# the analysis plan, relative to data/results/report.md
+PLAN = "../../docs/analysis-plan.md"
+
+
+def _outcome_words(outcome: str) -> str:
+    if outcome == "definition_sensitive":
+        return ("definition-sensitive (the within-category groupings disagree; see the verdict "
+                "line and the plan's sensitivity analyses)")
+    return outcome.replace("_", " ")
+
+
 def _json_safe(obj):
     if isinstance(obj, float):
         return None if math.isnan(obj) or math.isinf(obj) else obj
@@ -105,9 +116,13 @@ def write_report(root: Path, ablation_ids: Sequence[str], data_files: Sequence[P
         m, main = found["baseline"]
         cols = [c for c in ["model_id", "accuracy", "kappa", "kappa_low", "kappa_high",
                             "valence_r", "arousal_r", "valence_mae", "arousal_mae",
-                            "valence_within_category_sd", "arousal_within_category_sd"]
+                            "valence_within_category_sd", "arousal_within_category_sd",
+                            "arousal_human_within_category_sd", "arousal_within_correct_sd",
+                            "arousal_within_label_sd", "kappa7"]
                 if c in main.columns]
-        parts += ["## Baseline (context-carry, T = 0)", "", m["verdict"], "",
+        parts += ["## Baseline (context-carry, T = 0)", "",
+                  f"Definitions: [analysis plan, baseline]({PLAN}#baseline).", "",
+                  m["verdict"], "",
                   _markdown(main.select(cols)), "",
                   *[f"![](baseline/figures/{f})" for f in m["figures"]], ""]
     for aid in EXECUTION_ORDER:
@@ -117,7 +132,10 @@ def write_report(root: Path, ablation_ids: Sequence[str], data_files: Sequence[P
         parts += [f"## {aid}: {a.name} — paper: {a.paper_section}", "",
                   f"- **Hypothesis:** {a.hypothesis}",
                   f"- **Interpretation rule:** {a.interpretation}",
-                  f"- **Outcome:** {m['outcome'].replace('_', ' ')}", "", m["verdict"], "",
+                  f"- **Decision rule, family and sensitivity analyses:** "
+                  f"[analysis plan, {aid}]({PLAN}#{aid.lower()})"
+                  + (f" (multiplicity family: {m['family']}, Holm)" if m.get("family") else ""),
+                  f"- **Outcome:** {_outcome_words(m['outcome'])}", "", m["verdict"], "",
                   _markdown(main), "", *[f"![]({aid}/figures/{f})" for f in m["figures"]], ""]
     missing = [a for a in ablation_ids if a not in found]
     if missing:

@@ -6,10 +6,14 @@ Hand-written (pinned to published values in tests/analysis/test_stats.py):
   Steiger's Z1* (Steiger 1980, eq. 14), Hotelling's t, and Zou's (2007) confidence interval;
 * CKA (Kornblith et al. 2019): linear CKA and debiased CKA (unbiased HSIC, Song et al. 2012),
   computed in feature space in O(n p) so permutation nulls over 1,440 images stay cheap;
-* rho-a (Nili et al. 2014): Spearman's formula on tie-averaged ranks without tie correction.
+* rho-a (Schuett et al. 2023, as rsatoolbox computes it): 12 sum((ra - mean)(rb - mean)) /
+  (n^3 - n) on tie-averaged ranks (with ties this is not 1 - 6 sum d^2 / (n^3 - n));
+* the p-value that inverts a bias-corrected (BC) bootstrap interval, and interval decision rules
+  (difference, equivalence margin).
 
-From libraries: Cohen's kappa (statsmodels), Pearson r and its Fisher CI (scipy), Wilson CIs
-(statsmodels), chi-square (scipy).
+From libraries: Cohen's kappa (statsmodels), Pearson r and its Fisher CI (scipy), Wilson CIs and
+Newcombe's hybrid-score CI of a difference of proportions (statsmodels), Holm's adjustment
+(statsmodels ``multipletests``), chi-square (scipy).
 """
 
 from __future__ import annotations
@@ -44,16 +48,27 @@ def _det(r_jk: float, r_jh: float, r_kh: float) -> float:
 
 
 def williams_t(r_jk: float, r_jh: float, r_kh: float, n: int) -> tuple[float, float]:
-    """Williams' t (Steiger 1980 eq. 7), df = n - 3; two-sided p."""
+    """Williams' t (Steiger 1980 eq. 7), df = n - 3; two-sided p.
+
+    Degenerate inputs never raise: equal correlations give t = 0, p = 1; a zero denominator with
+    unequal correlations (e.g. |r| = 1 everywhere) gives NaN (the test is undefined)."""
+    if r_jk == r_jh:
+        return 0.0, 1.0
     rbar = (r_jk + r_jh) / 2
     det = _det(r_jk, r_jh, r_kh)
-    t = (r_jk - r_jh) * np.sqrt(
-        (n - 1) * (1 + r_kh) / (2 * (n - 1) / (n - 3) * det + rbar**2 * (1 - r_kh) ** 3))
+    den = 2 * (n - 1) / (n - 3) * det + rbar**2 * (1 - r_kh) ** 3
+    if not den > 0:
+        return float("nan"), float("nan")
+    t = (r_jk - r_jh) * np.sqrt((n - 1) * (1 + r_kh) / den)
     return float(t), float(2 * stats.t.sf(abs(t), n - 3))
 
 
 def steiger_z(r_jk: float, r_jh: float, r_kh: float, n: int) -> tuple[float, float]:
-    """Steiger's Z1* (1980 eq. 14) with the pooled r-bar; two-sided p."""
+    """Steiger's Z1* (1980 eq. 14) with the pooled r-bar; two-sided p (NaN when |r| = 1)."""
+    if r_jk == r_jh:
+        return 0.0, 1.0
+    if max(abs(r_jk), abs(r_jh)) >= 1:
+        return float("nan"), float("nan")
     rbar = (r_jk + r_jh) / 2
     psi = r_kh * (1 - 2 * rbar**2) - 0.5 * rbar**2 * (1 - 2 * rbar**2 - r_kh**2)
     c = psi / (1 - rbar**2) ** 2
@@ -63,10 +78,14 @@ def steiger_z(r_jk: float, r_jh: float, r_kh: float, n: int) -> tuple[float, flo
 
 def hotelling_t(r_jk: float, r_jh: float, r_kh: float, n: int) -> float:
     """Hotelling's (1940) t, df = n - 3 (kept for comparison; Williams' t is preferred)."""
+    det = _det(r_jk, r_jh, r_kh)
+    if r_jk == r_jh or not det > 0:
+        return 0.0 if r_jk == r_jh else float("nan")
     return float((r_jk - r_jh) * np.sqrt((n - 3) * (1 + r_kh) / (2 * _det(r_jk, r_jh, r_kh))))
 
 
 def fisher_ci(r: float, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Fisher-z CI of one Pearson r over n independent cases."""
     z, se = np.arctanh(r), 1 / np.sqrt(n - 3)
     q = stats.norm.ppf(1 - alpha / 2)
     return float(np.tanh(z - q * se)), float(np.tanh(z + q * se))
@@ -74,7 +93,9 @@ def fisher_ci(r: float, n: int, alpha: float = 0.05) -> tuple[float, float]:
 
 def zou_ci(r_jk: float, r_jh: float, r_kh: float, n: int,
            alpha: float = 0.05) -> tuple[float, float]:
-    """Zou (2007) CI for r_jk - r_jh of two overlapping correlations."""
+    """Zou (2007) CI for r_jk - r_jh of two overlapping correlations (NaN when |r| = 1)."""
+    if max(abs(r_jk), abs(r_jh)) >= 1:
+        return float("nan"), float("nan")
     l1, u1 = fisher_ci(r_jk, n, alpha)
     l2, u2 = fisher_ci(r_jh, n, alpha)
     c = ((r_kh - 0.5 * r_jk * r_jh) * (1 - r_jk**2 - r_jh**2 - r_kh**2) + r_kh**3) / (
@@ -87,6 +108,7 @@ def zou_ci(r_jk: float, r_jh: float, r_kh: float, n: int,
 
 def compare_dependent_correlations(r_jk: float, r_jh: float, r_kh: float, n: int,
                                    alpha: float = 0.05) -> DependentCorrelationTest:
+    """Williams' t, Steiger's Z1*, Hotelling's t and Zou's CI for r_jk - r_jh in one record."""
     t, tp = williams_t(r_jk, r_jh, r_kh, n)
     z, zp = steiger_z(r_jk, r_jh, r_kh, n)
     lo, hi = zou_ci(r_jk, r_jh, r_kh, n, alpha)
@@ -171,15 +193,90 @@ def gram_cka(gram_x: np.ndarray, gram_y: np.ndarray) -> float:
 
 
 def rho_a(a: np.ndarray, b: np.ndarray) -> float:
-    """rho-a (Nili et al. 2014): 1 - 6 sum d^2 / (n^3 - n) on tie-averaged ranks."""
+    """rho-a (Schuett et al. 2023; rsatoolbox ``compare(..., method="rho-a")``):
+    12 sum((ra - mean)(rb - mean)) / (n^3 - n) on tie-averaged ranks ra, rb.
+
+    Without ties it equals Spearman's rho; with ties it is smaller than Spearman's (the rank
+    variances shrink but the denominator does not), and differs from 1 - 6 sum d^2 / (n^3 - n)."""
     ra, rb = stats.rankdata(a), stats.rankdata(b)
+    return rho_a_ranked(ra, rb)
+
+
+def rho_a_ranked(ra: np.ndarray, rb: np.ndarray) -> float:
+    """rho-a of two vectors that are already tie-averaged ranks (see :func:`rho_a`)."""
     n = ra.size
-    return float(1 - 6 * np.sum((ra - rb) ** 2) / (n**3 - n))
+    return float(12 * np.dot(ra - ra.mean(), rb - rb.mean()) / (n**3 - n))
 
 
 def permutation_p(observed: float, null: np.ndarray) -> float:
     """One-sided p = (b + 1) / (N + 1), b = null values >= observed."""
     return float((np.sum(null >= observed) + 1) / (null.size + 1))
+
+
+# --- decisions from intervals, multiplicity ------------------------------------------------
+
+
+def bc_one_sided_p(samples: np.ndarray, estimate: float, null: float = 0.0, *,
+                   greater: bool = True) -> float:
+    """One-sided p for H1: theta > null (``greater``) or theta < null that inverts the
+    bias-corrected (BC) percentile interval of bootstrap replicates ``samples`` of ``estimate``.
+
+    With F0 = share of replicates below ``null`` (ties counted half) and z0 = Phi^-1(share of
+    replicates < estimate), the BC lower bound at one-sided level a exceeds ``null`` iff
+    Phi(Phi^-1(F0) - 2 z0) < a; with z0 = 0 this is the percentile p. p is clipped to
+    [1/(B+1), B/(B+1)]: never 0."""
+    s = np.asarray(samples, float)
+    s = s[np.isfinite(s)]
+    if s.size == 0 or not np.isfinite(estimate):
+        return float("nan")
+    b = s.size
+    clip = (1 / (b + 1), b / (b + 1))
+    z0 = stats.norm.ppf(np.clip(np.mean(s < estimate), *clip)) \
+        if s.min() < estimate < s.max() else 0.0
+    f0 = (np.sum(s < null) + 0.5 * np.sum(s == null)) / b
+    # no replicate beyond ``null`` (f0 = 0 or 1): the interval excludes it at every level the
+    # replicates resolve, so p is the resolution floor 1/(B+1), whatever z0 is
+    u = float(np.clip(stats.norm.cdf(stats.norm.ppf(f0) - 2 * z0), *clip))
+    return u if greater else 1 - u
+
+
+def bc_pvalue(samples: np.ndarray, estimate: float, null: float = 0.0) -> float:
+    """Two-sided p inverting the BC interval: p < alpha iff the BC (1 - alpha) CI excludes
+    ``null`` (see :func:`bc_one_sided_p`)."""
+    u = bc_one_sided_p(samples, estimate, null, greater=True)
+    return float(min(1.0, 2 * min(u, 1 - u))) if np.isfinite(u) else float("nan")
+
+
+def equivalence_p(samples: np.ndarray, estimate: float, margin: float) -> float:
+    """p < alpha iff the BC (1 - alpha) CI lies inside (-margin, margin): twice the larger of the
+    two one-sided p-values (two one-sided tests, each at alpha / 2)."""
+    lo = bc_one_sided_p(samples, estimate, -margin, greater=True)
+    hi = bc_one_sided_p(samples, estimate, margin, greater=False)
+    return float(min(1.0, 2 * max(lo, hi))) if np.isfinite(lo) else float("nan")
+
+
+def holm(pvalues: list[float] | np.ndarray) -> np.ndarray:
+    """Holm-adjusted p-values (statsmodels ``multipletests``); NaN entries stay NaN and do not
+    count towards the family size."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(pvalues, float)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method="holm")[1]
+    return out
+
+
+def newcombe_diff_ci(k1: int, n1: int, k2: int, n2: int,
+                     alpha: float = 0.05) -> tuple[float, float]:
+    """Newcombe's (1998, method 10) hybrid-score CI of p1 - p2, independent proportions
+    (statsmodels ``confint_proportions_2indep(method="newcomb")``)."""
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
+    lo, hi = confint_proportions_2indep(k1, n1, k2, n2, method="newcomb", compare="diff",
+                                        alpha=alpha)
+    return float(lo), float(hi)
 
 
 # --- correlation and agreement --------------------------------------------------------------

@@ -25,6 +25,10 @@ class Condition(BaseModel):
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     repeat: int = Field(1, ge=1)
     label_source: LabelSource | None = None
+    # A3 with ``t0_repeats: distinct``: a T = 0 repeat re-run with its own seed (to measure the
+    # server's non-determinism). Not part of the stored identity (excluded from model_dump), so
+    # existing batch keys do not change; the repeat number in the condition id tells them apart.
+    distinct_t0: bool = Field(False, exclude=True)
 
     @model_validator(mode="after")
     def _labels(self) -> Condition:
@@ -34,7 +38,9 @@ class Condition(BaseModel):
 
     def work(self) -> Condition:
         """The canonical form of this condition's work (T = 0 repeats are one piece of work)."""
-        return self.model_copy(update={"repeat": 1}) if self.temperature == 0 else self
+        if self.temperature == 0 and not self.distinct_t0:
+            return self.model_copy(update={"repeat": 1})
+        return self
 
     @property
     def condition_id(self) -> str:

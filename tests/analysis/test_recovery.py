@@ -96,8 +96,9 @@ def test_race_over_attribution_recovered(sample_data, population):
     pop = truth(population, model)
     res = analyse(sample_data, "A8", [model], [Condition()])
     fpr = {r["race"]: r for r in res.tables["main"].iter_rows(named=True)}
-    for race in ("black", "korean"):
-        assert fpr[race]["fpr_low"] <= _fpr(pop, race) <= fpr[race]["fpr_high"], race
+    for race in ("black", "korean"):  # _fpr counts every non-angry face, refusals included
+        assert (fpr[race]["fpr_incl_refusals_low"] <= _fpr(pop, race)
+                <= fpr[race]["fpr_incl_refusals_high"]), race
     assert res.outcome == "supports"
 
 
@@ -114,11 +115,14 @@ def _anchoring_truth(pop_carry: pl.DataFrame, pop_single: pl.DataFrame) -> float
 def test_anchoring_recovered_with_nominal_coverage(tmp_path, population):
     """A 95 % CI misses the truth 1 time in 20 by design, so one sample proves little: ten
     independent samples (480 stimuli each) must cover the planted difference at least 8 times
-    (P(<= 7 covered | 95 % coverage) is about 1 %), and every one must exclude zero."""
-    model = "simulated/gemma3-4b?anchoring_context=0.8&anchoring_single=0.2"
+    (P(<= 7 covered | 95 % coverage) is about 1 %), and at least 8 must exclude zero. (Grouped
+    by intended emotion, misclassified images add spread to both arms, so the estimate is noisier
+    than the old own-label one; the power at the study's size is in docs/verdict-calibration.md.)
+    """
+    model = "simulated/gemma3-4b?anchoring_context=0.9&anchoring_single=0.0"
     true_diff = _anchoring_truth(truth(population, model),
                                  truth(population, model, Condition(protocol="single_shot")))
-    covered = 0
+    covered = detected = 0
     for seed in range(1, 11):
         data = DataPaths(tmp_path / f"s{seed}" / "data")
         p = Params(stimuli=StimuliParams(identities_per_cell=20, seed=seed),
@@ -130,8 +134,10 @@ def test_anchoring_recovered_with_nominal_coverage(tmp_path, population):
         row = res.tables["main"].filter(pl.col("metric") == "arousal_within_category_sd").row(
             0, named=True)
         covered += row["diff_low"] <= true_diff <= row["diff_high"]
-        assert row["diff_low"] > 0 and res.outcome == "supports"
+        detected += row["diff_low"] > 0 and res.metrics["outcome_by_grouping"]["intended"] \
+            == "supports"
     assert covered >= 8, f"planted difference {true_diff:.3f} covered {covered}/10 times"
+    assert detected >= 8, f"planted difference {true_diff:.3f} detected {detected}/10 times"
 
 
 def test_no_anchoring_effect_when_protocols_anchor_alike(sample_data):
@@ -170,13 +176,18 @@ def test_no_temperature_effect_when_the_output_is_deterministic(sample_data):
 
 def test_dark_knowledge_spread_recovered_and_absent(sample_data):
     res = analyse(sample_data, "A5", ["simulated/llama3.2-vision-11b"], [Condition()])
-    row = res.tables["main"].filter(pl.col("field") == "arousal").row(0, named=True)
-    assert row["diff_low"] > 0 and res.outcome == "supports"
+    row = res.tables["main"].filter((pl.col("field") == "arousal")
+                                    & (pl.col("grouping") == "intended")).row(0, named=True)
+    # the expected rating tracks the humans better than the argmax within categories, and
+    # inside (category, argmax) cells, where the answer is constant
+    assert row["diff_low"] > 0 and row["r_within_cell_low"] > 0
+    assert row["p_a_holm"] < 0.05 and row["p_b_holm"] < 0.05
     # a model whose continuous rating is exactly its label's anchor has nothing inside a category
     flat = analyse(sample_data, "A5", ["simulated/llama3.2-vision-11b?anchoring_context=1"],
                    [Condition()])
-    r0 = flat.tables["main"].filter(pl.col("field") == "arousal").row(0, named=True)
-    assert r0["within_category_sd_expected"] == pytest.approx(0, abs=1e-9)
+    r0 = flat.tables["main"].filter((pl.col("field") == "arousal")
+                                    & (pl.col("grouping") == "label")).row(0, named=True)
+    assert r0["within_cell_sd_expected"] == pytest.approx(0, abs=1e-9)
     assert flat.outcome != "supports"
 
 

@@ -77,14 +77,39 @@ def test_debiased_cka_removes_dimension_bias():
     assert abs(debiased) < 0.02 and abs(debiased) < biased / 5  # ... and not once debiased
 
 
-def test_rho_a_matches_spearman_without_ties_and_differs_with_ties():
+def test_rho_a_matches_spearman_without_ties():
     from scipy.stats import spearmanr
 
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=50), rng.normal(size=50)
     assert s.rho_a(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
-    tied = np.round(b)
-    assert s.rho_a(a, tied) != pytest.approx(spearmanr(a, tied).statistic, abs=1e-6)
+
+
+def test_rho_a_with_ties_by_hand():
+    # a = 1, 2, 2, 3 -> ranks 1, 2.5, 2.5, 4; b = 1..4. Centred: (-1.5, 0, 0, 1.5) and
+    # (-1.5, -.5, .5, 1.5): sum of products 4.5; rho-a = 12 * 4.5 / (4^3 - 4) = 0.9.
+    # (Spearman's r is 4.5 / sqrt(4.5 * 5) = 0.9486833; 1 - 6 sum d^2 / (n^3 - n) = 0.95.)
+    assert s.rho_a([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9)
+
+
+def test_williams_does_not_crash_on_perfect_correlations():
+    assert s.williams_t(1.0, 1.0, 1.0, 100) == (0.0, 1.0)
+    t, p = s.williams_t(1.0, 0.9, 1.0, 100)  # zero denominator: undefined, not an exception
+    assert np.isnan(t) and np.isnan(p)
+    res = s.compare_dependent_correlations(1.0, 1.0, 1.0, 100)
+    assert res.williams_p == 1.0 and np.isnan(res.zou_low)
+
+
+def test_newcombe_hybrid_score_interval_published_example():
+    # Newcombe (1998), Stat Med 17:873, Table II example (a): 56/70 - 48/80, method 10
+    lo, hi = s.newcombe_diff_ci(56, 70, 48, 80)
+    assert (lo, hi) == pytest.approx((0.0524, 0.3339), abs=5e-5)
+
+
+def test_holm_by_hand():
+    # sorted .01, .03, .04: .01 x 3 = .03; .03 x 2 = .06; .04 x 1 = .04 -> max(.06, .04) = .06
+    got = s.holm([0.01, 0.04, 0.03, np.nan])
+    assert got[:3] == pytest.approx([0.03, 0.06, 0.06]) and np.isnan(got[3])
 
 
 def test_permutation_p_never_zero():
