@@ -1,8 +1,10 @@
 """Prefect tasks for analyses and the report.
 
-An analysis task is cached on the content of what it reads (the digests of the prediction and
-hidden-state files of its work items, the analysis parameters, the code version) and of what it
-wrote (its metrics.json): if the results folder was deleted, there is no cache key and it runs.
+An analysis task is cached on the content of what it reads (the commit records of the current
+prediction batches and hidden-state layers of its work items), the analysis parameters, a hash of
+the code it runs (the package source and schemas) and what it wrote (its metrics.json). There is
+no cache key, so it runs, when the results folder was deleted or any input batch is not current
+and intact (the analysis then says which batch and why).
 Its main table and verdict are published as Prefect artifacts.
 """
 
@@ -25,23 +27,36 @@ from emoface.analysis.ablations import run_analysis
 from emoface.analysis.context import AnalysisContext
 from emoface.analysis.report import BANNER, write_report, write_result
 from emoface.config import Params
-from emoface.inference.store import HiddenStateStore, PredictionStore
+from emoface.inference import batchfiles
+from emoface.inference.store import LAYERS_RECORD, HiddenStateStore, PredictionStore
 from emoface.io import sha256_file
 from emoface.paths import DataPaths
+from emoface.provenance import analysis_code_hash
 from tasks.record import HOOKS
 
 
-def _input_files(items: Sequence[WorkItem], data: DataPaths) -> list[Path]:
-    files: list[Path] = []
+def inputs_digest(items: Sequence[WorkItem], data: DataPaths) -> str | None:
+    """Digest of the commit records of every current input batch (sizes verified), or None
+    when one is missing, outdated or damaged."""
+    h = hashlib.sha256()
     for it in items:
         if it.kind == "hidden":
-            folder = HiddenStateStore(data.root).model_dir(it.stimulus_set, it.model_id)
-            files += sorted(folder.glob("layer_*.npz"))
-        else:
-            folder = PredictionStore(data.root).condition_dir(
-                it.stimulus_set, it.condition.condition_id, it.model_id)
-            files += sorted(folder.glob("b*.parquet")) + sorted(folder.glob("b*.npz"))
-    return files
+            hs = HiddenStateStore(data.root)
+            folder = hs.model_dir(it.stimulus_set, it.model_id)
+            if hs.layers_current(folder, checksums=False) is not None:
+                return None
+            h.update((folder / LAYERS_RECORD).read_bytes())
+            continue
+        folder = PredictionStore(data.root).condition_dir(
+            it.stimulus_set, it.condition.condition_id, it.model_id)
+        keys = batchfiles.current_keys(folder)
+        if keys is None:
+            return None
+        for i, key in enumerate(keys):
+            if not batchfiles.check(folder, i, key, PredictionStore.SUFFIXES, checksums=False).done:
+                return None
+            h.update(batchfiles.record_file(folder, i).read_bytes())
+    return h.hexdigest()
 
 
 class AnalysisInputsPolicy(CachePolicy):
@@ -51,13 +66,15 @@ class AnalysisInputsPolicy(CachePolicy):
         out = data.root / "results" / inputs["ablation_id"] / "metrics.json"
         if not out.exists():
             return None
+        digest = inputs_digest(inputs["items"], data)
+        if digest is None:
+            return None
         h = hashlib.sha256()
         params: Params = inputs["params"]
         h.update(f"{inputs['ablation_id']}|{__version__}|{inputs['models']}|".encode())
         h.update(params.model_dump_json(include={"study", "analysis", "ablations",
                                                  "stimuli"}).encode())
-        for f in _input_files(inputs["items"], data):
-            h.update(f.name.encode() + sha256_file(f).encode())
+        h.update(f"|code {analysis_code_hash()}|inputs {digest}|".encode())
         h.update(sha256_file(out).encode())
         return f"analysis-{inputs['ablation_id']}-{h.hexdigest()[:40]}"
 
