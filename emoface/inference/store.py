@@ -37,9 +37,9 @@ import polars as pl
 
 from emoface.backends.base import GenerationOptions, StimulusInput
 from emoface.errors import DataError
+from emoface.inference import batchfiles
 from emoface.inference.conditions import Condition
 from emoface.inference.runner import LogitRecord
-from emoface.inference import batchfiles
 from emoface.io import atomic_path, sha256_file
 from emoface.parsing import PARSER_VERSION
 from emoface.provenance import code_version, inference_code_hash
