@@ -1,6 +1,6 @@
 """flows/ablations.py over weeks of use, in a clone of the repository: a no-change re-run does
-nothing (no Prefect run at all), a damaged logits file is redone (exactly its batch) and an edit
-to the analysis code re-runs the analysis, with the same result as before."""
+nothing, a damaged logits file is redone (exactly its batch), an edit to the analysis code re-runs
+the analyses (and no inference)."""
 
 from __future__ import annotations
 
@@ -41,14 +41,18 @@ def test_no_change_damage_and_code_edit(tmp_path):
     again = _flow(repo, ["--only", "A8"], params, data, tmp_path)
     assert again["up_to_date"] and again["calls"] == 0 and again["task_runs"] == 0
 
-    # a damaged logits file and an edited analysis module, found by the same next run
     gemma = next(p for p in (data / "predictions/embedded/context_carry_t0_r1").iterdir()
                  if p.name.startswith("simulated_gemma3"))
     (gemma / "b0001.npz").write_bytes((gemma / "b0001.npz").read_bytes()[:64])
-    analysis_module = repo / "emoface/analysis/metrics.py"
-    analysis_module.write_text(analysis_module.read_text() + "\n# an edit to the analysis code\n")
     repaired = _flow(repo, ["--only", "A8"], params, data, tmp_path)
     assert not repaired.get("up_to_date") and repaired["calls"] == 24 * 3  # exactly that batch
-    assert (data / "results/A8/analysis-key.json").read_text() != key  # the analysis ran again
     assert (data / "results/A8/metrics.json").read_bytes() == metrics  # same result as before
+    assert (data / "results/A8/analysis-key.json").read_text() == key  # same inputs: not re-run
+
+    analysis_module = repo / "emoface/analysis/metrics.py"
+    analysis_module.write_text(analysis_module.read_text() + "\n# an edit to the analysis code\n")
+    edited = _flow(repo, ["--only", "A8"], params, data, tmp_path)
+    assert not edited.get("up_to_date") and edited["calls"] == 0 and edited["task_runs"] > 0
+    assert (data / "results/A8/analysis-key.json").read_text() != key  # the analysis ran again
+    assert (data / "results/A8/metrics.json").read_bytes() == metrics
     assert _flow(repo, ["--only", "A8"], params, data, tmp_path)["up_to_date"]
