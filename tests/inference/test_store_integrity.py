@@ -202,3 +202,15 @@ def test_hidden_states_follow_the_same_rules(project):
     assert len(again) == len(reference)
     for a, b in zip(again, reference, strict=True):
         assert np.array_equal(a["image_pool"], b["image_pool"])
+
+
+def test_every_row_and_commit_record_names_the_code(project):
+    pfile, data, _ = project
+    from emoface.provenance import code_version
+
+    v = code_version()
+    rows = PredictionStore(data).read(_folder(data), load_params(pfile).study.emotions)
+    assert rows.select("emoface_version", "code_commit", "code_dirty").unique().rows() == [
+        (v["package_version"], v["git_commit"], v["git_dirty"])]
+    record = json.loads((_folder(data) / "b0000.json").read_text())
+    assert record["code"] == v and set(record["files"]) == {"npz", "parquet"}
