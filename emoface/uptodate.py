@@ -5,7 +5,8 @@
 * analyses: the key of what an analysis reads (the commit records of its current input batches),
   the analysis parameters and the analysis code, recorded in ``results/<ID>/analysis-key.json``
   when it ran, is unchanged and its ``metrics.json`` is the one it wrote;
-* the report: ``results/report-key.json`` matches the metrics, code and data it was written from.
+* the report: ``results/report-key.json`` matches the metrics, code and data it was written from
+  (when only the report is out of date, e.g. after a commit, it is rewritten here, which is cheap).
 
 ``flows/ablations.py`` uses :func:`nothing_to_do` to skip a no-change re-run entirely; the
 Prefect tasks use the same keys for their caches.
@@ -191,7 +192,12 @@ def nothing_to_do(plan: Plan, params: Params, data: DataPaths, *, inference: boo
                                        data):
                 return None
             outcomes[aid] = json.loads(_metrics(data, aid).read_text()).get("outcome")
-        if not report_is_current(data, report_key(data, plan.ablations,
-                                                  report_inputs(params, data))):
-            return None
+        files = report_inputs(params, data)
+        key = report_key(data, plan.ablations, files)
+        if not report_is_current(data, key):
+            # e.g. a new commit: only the report's provenance changes; rewrite it, no flow needed
+            from emoface.analysis.report import write_report
+
+            write_report(data.root / "results", plan.ablations, files)
+            record_report(data, key)
     return outcomes
