@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,14 +54,17 @@ def main() -> int:
                     "flow(name='warm-up')(lambda: None)()"], cwd=ROOT, env=env,
                    capture_output=True, check=True)
     rows = []
-    for i, sel in enumerate(args.selections):
-        data = tmp / f"data-{i}"
-        base = [*shlex.split(sel), "--params", str(args.params), "--data", str(data)]
-        first, out1 = _run(base, env)
-        again, out2 = _run(base, env)
-        rows.append({"selection": sel, "first_s": round(first, 1), "rerun_s": round(again, 1),
-                     "ratio": round(again / first, 3), "first_calls": out1["calls"],
-                     "rerun_calls": out2["calls"], "rerun_task_runs": out2["task_runs"]})
+    try:
+        for i, sel in enumerate(args.selections):
+            data = tmp / f"data-{i}"
+            base = [*shlex.split(sel), "--params", str(args.params), "--data", str(data)]
+            first, out1 = _run(base, env)
+            again, out2 = _run(base, env)
+            rows.append({"selection": sel, "first_s": round(first, 1), "rerun_s": round(again, 1),
+                         "ratio": round(again / first, 3), "first_calls": out1["calls"],
+                         "rerun_calls": out2["calls"], "rerun_task_runs": out2["task_runs"]})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
