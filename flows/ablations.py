@@ -112,6 +112,27 @@ def wait_for_records(ids: set[str], timeout_s: float = 60.0) -> int:
     return recorded
 
 
+def _up_to_date(plan, params, data, ids: list[str], inference: bool, analyses: bool,
+                as_json: bool) -> int | None:
+    """Exit status 0 without starting Prefect when a run would change nothing: every batch is
+    current and verifies, every analysis key and the report are unchanged (one check each)."""
+    from emoface.uptodate import nothing_to_do
+
+    t0 = time.perf_counter()
+    outcomes = nothing_to_do(plan, params, data, inference=inference, analyses=analyses)
+    if outcomes is None:
+        return None
+    wall = time.perf_counter() - t0
+    if as_json:
+        print(json.dumps({"ok": True, "wall_s": round(wall, 1), "task_runs": 0,
+                          "task_runs_recorded": 0, "ablations": ids, "calls": 0,
+                          "outcomes": outcomes, "up_to_date": True}))
+    else:
+        print(f"nothing to do ({wall:.1f} s): every batch, analysis and the report of "
+              f"{len(ids)} ablation(s) is current; report: {data.root / 'results' / 'report.md'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from emoface.ablations import build_plan, select
@@ -135,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         print_plan(summary, args.json)
         return 0
 
+    inference, analyses = args.stage in ("all", "inference"), args.stage in ("all", "analyses")
+    if (done := _up_to_date(plan, params, data, ids, inference, analyses, args.json)) is not None:
+        return done
     _quiet_prefect_env()
     from prefect import tags
 
@@ -143,7 +167,6 @@ def main(argv: list[str] | None = None) -> int:
 
     selection = (f"only {args.only}" if args.only else f"tier {args.tier}" if args.tier
                  else f"priority {args.priority or 1}") + f" | {','.join(models)}"
-    inference, analyses = args.stage in ("all", "inference"), args.stage in ("all", "analyses")
     if inference and sys.stderr.isatty():
         # the bar advances once per rated stimulus (one conversation set), hidden states excluded
         todo = sum((c["calls"] - c["calls_done"]) // c["calls_per_stimulus"]

@@ -13,7 +13,13 @@ from prefect import flow, get_run_logger, task
 from emoface.ablations import REGISTRY, Plan, WorkItem, baseline_items
 from emoface.backends import Backend, make_backend
 from emoface.config import Params
-from emoface.inference.engine import plan_condition, run_hidden_states
+from emoface.inference.engine import (
+    hidden_states_complete,
+    pending_specs,
+    plan_condition,
+    plan_hidden_states,
+    run_hidden_states,
+)
 from emoface.inference.service import resolve_labels
 from emoface.inference.store import HiddenStateStore, PredictionStore
 from emoface.paths import DataPaths
@@ -92,7 +98,11 @@ def run_items(items: list[WorkItem], backends: _Backends, params: Params, data: 
     for item in items:
         backend = backends.get(item.model_id, item.stimulus_set)
         if item.kind == "hidden":
-            hidden_task(backend, item, params, str(data.root))
+            hplan = plan_hidden_states(backend, backends.stimuli(item.stimulus_set),
+                                       HiddenStateStore(data.root), params.study.emotions,
+                                       batch_size=params.inference.batch_size)
+            if not hidden_states_complete(hplan, HiddenStateStore(data.root)):
+                hidden_task(backend, item, params, str(data.root))
             continue
         ss = backends.stimuli(item.stimulus_set)
         labels = resolve_labels(item.condition, ss, store, backend.info.model_id,
@@ -100,6 +110,9 @@ def run_items(items: list[WorkItem], backends: _Backends, params: Params, data: 
         specs = plan_condition(backend, ss, item.condition, item.condition.options(params.inference),
                                store, batch_size=params.inference.batch_size, labels=labels)
         store.sweep(specs[0].folder)
+        # One verification per batch here; a task run only for a batch that needs calls (a
+        # no-change re-run starts no task at all).
+        specs = pending_specs(specs, store)
         # Two batch tasks in flight: the backend's limiter caps its calls, so the next batch runs
         # while the previous one is validated and written. Results are taken in batch order.
         pending: list = []

@@ -46,6 +46,10 @@ class PredictionsSchema(pa.DataFrameModel):
     prompt_tokens: int = pa.Field(ge=0)
     completion_tokens: int = pa.Field(ge=0)
     cached_tokens: int = pa.Field(ge=0)
+    # the code that made the row: package version, git commit, uncommitted changes (None: no git)
+    emoface_version: str
+    code_commit: str
+    code_dirty: bool = pa.Field(nullable=True)
 
     @pa.dataframe_check(name="one_row_per_condition_model_stimulus_repeat")
     @classmethod

@@ -1,9 +1,10 @@
 """Prefect tasks for inference: one task run per batch of stimuli (not per image).
 
 Caching: :class:`StoredBatchPolicy` keys a batch on its content key (stimulus hashes, condition,
-model digest, prompt/parser versions, options, repeat) plus the digest of the stored shard, and
-never on retry settings or run ids. When the shard is missing (never run, or deleted by DVC before
-a re-run) there is no key, so the task always runs instead of returning a stale cached result.
+model digest, prompt/parser versions and code, options, repeat) plus the digest of its commit
+record, and never on retry settings or run ids. Unless the batch is committed and both its files
+verify (never run, outdated, truncated, deleted by DVC before a re-run) there is no key, so the
+task runs instead of returning a cached result. The flow submits only batches that need work.
 
 Retries: only transient backend errors (:class:`TransientBackendError`) are retried at task level,
 after the backend's own per-call retries gave up; bad inputs and permanent errors fail at once.
@@ -21,6 +22,7 @@ from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
 from emoface.backends.base import Backend, TransientBackendError
+from emoface.inference import batchfiles
 from emoface.inference.engine import BatchSpec, run_one_batch
 from emoface.inference.store import PredictionStore
 from emoface.io import sha256_file
@@ -29,15 +31,15 @@ from tasks.record import HOOKS
 
 
 class StoredBatchPolicy(CachePolicy):
-    """Cache key = batch content key + digest of the stored shard (None while not stored)."""
+    """Cache key = batch content key + digest of its commit record (None unless done)."""
 
     def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
                     flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
         spec: BatchSpec = inputs["spec"]
-        shard = PredictionStore.batch_file(spec.folder, spec.index, "parquet")
-        if not shard.exists():
+        if not PredictionStore(Path(inputs["data_root"])).is_done(spec.folder, spec.index, spec.key):
             return None
-        return f"batch-{spec.key[:32]}-{sha256_file(shard)[:32]}"
+        record = batchfiles.record_file(spec.folder, spec.index)
+        return f"batch-{spec.key[:32]}-{sha256_file(record)[:32]}"
 
 
 def retry_transient_only(task, task_run, state) -> bool:

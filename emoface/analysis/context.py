@@ -78,13 +78,12 @@ class AnalysisContext:
         return df.join(design, on="stimulus_id", how="inner").sort("stimulus_id")
 
     def logits(self, model_id: str, condition: Condition = BASELINE) -> dict[str, np.ndarray]:
+        """Logits of the current batches; a missing or damaged NPZ is an error naming it."""
         store = PredictionStore(self.data.root)
         folder = store.condition_dir(self.params.stimuli.set_name, condition.condition_id, model_id)
         return store.read_logits(folder)
 
     def hidden_layers(self, model_id: str) -> list[dict[str, np.ndarray]]:
-        folder = HiddenStateStore(self.data.root).model_dir(self.params.stimuli.set_name, model_id)
-        files = sorted(folder.glob("layer_*.npz"))
-        if not files:
-            raise DataError("no hidden states found; run A9's extraction first", file=folder)
-        return [dict(np.load(f, allow_pickle=False)) for f in files]
+        """Per-layer hidden states, only when assembled from the current, verified batches."""
+        store = HiddenStateStore(self.data.root)
+        return store.read_layers(store.model_dir(self.params.stimuli.set_name, model_id))

@@ -83,7 +83,8 @@ def _provenance(metrics: Sequence[dict], data_files: Sequence[Path]) -> str:
             models[row["model_id"]] = row
     lines = ["## Provenance", "",
              f"- code: emoface {__version__}; parser {PARSER_VERSION}; prompts "
-             + ", ".join(f"{k} = {v}" for k, v in PROMPT_VERSION.items()), "- models:"]
+             + ", ".join(f"{k} = {v}" for k, v in PROMPT_VERSION.items()),
+             *_code_provenance(), "- models:"]
     for m in models.values():
         lines.append(f"  - `{m['model_id']}` ({m['backend']}, {m['backend_version']}, "
                      f"quantization {m['quantization']}, digest `{m['model_digest'][:23]}...`"
@@ -93,6 +94,15 @@ def _provenance(metrics: Sequence[dict], data_files: Sequence[Path]) -> str:
         if f.exists():
             lines.append(f"  - `{f.as_posix()}`: `{sha256_file(f)[:16]}...`")
     return "\n".join(lines)
+
+
+def _code_provenance() -> list[str]:
+    """The code that wrote the report (git commit, uncommitted changes) and the resolved versions
+    of the numerical packages; every prediction row carries its own commit too."""
+    from emoface.provenance import code_label, numerical_versions
+
+    versions = ", ".join(f"{k} {v}" for k, v in numerical_versions().items())
+    return [f"- report written by: {code_label()}", f"- numerical packages: {versions}"]
 
 
 def _read(root: Path, aid: str) -> tuple[dict, pl.DataFrame]:

@@ -6,7 +6,7 @@ cached, retried Prefect task and the flows call it per batch.
 
 from __future__ import annotations
 
-import hashlib
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,9 +17,18 @@ import polars as pl
 from emoface.backends.base import Backend, GenerationOptions, StimulusInput
 from emoface.inference.conditions import Condition
 from emoface.inference.runner import run_batch
-from emoface.inference.store import HiddenStateStore, PredictionStore, batch_key, batches
+from emoface.inference.store import (
+    HiddenStateStore,
+    PredictionStore,
+    batches,
+    hidden_plan_key,
+    key_with_digest,
+    plan_key,
+)
 from emoface.prompts import EMOTION_QUESTION, calls_per_stimulus
 from emoface.stimuli.store import StimulusSet
+
+log = logging.getLogger(__name__)
 
 
 def stimulus_inputs(stimulus_set: StimulusSet) -> list[StimulusInput]:
@@ -56,6 +65,7 @@ class BatchSpec:
     options: GenerationOptions
     labels: Mapping[str, str] | None
     folder: Path
+    plan_key: str = ""
 
     @property
     def calls(self) -> int:
@@ -72,16 +82,32 @@ def plan_condition(
     batch_size: int,
     labels: Mapping[str, str] | None = None,
 ) -> list[BatchSpec]:
-    """Split a (condition, model) into batches with their content keys."""
+    """Split a (condition, model) into batches with their content keys, and record those keys
+    as the folder's current batches (readers read exactly these; others are stale)."""
     info = backend.info
     folder = store.condition_dir(stimulus_set.paths.root.name, condition.condition_id, info.model_id)
     specs = []
     for i, chunk in enumerate(batches(stimulus_inputs(stimulus_set), batch_size)):
-        key = batch_key(condition, info.digest, options, chunk, labels)
+        pk = plan_key(condition, options, chunk, labels, model_id=info.model_id)
         chunk_labels = {s.stimulus_id: labels[s.stimulus_id] for s in chunk} if labels else None
-        specs.append(BatchSpec(stimulus_set.paths.root.name, condition.work(), info.model_id, i, key,
-                               tuple(chunk), options, chunk_labels, folder))
+        specs.append(BatchSpec(stimulus_set.paths.root.name, condition.work(), info.model_id, i,
+                               key_with_digest(pk, info.digest), tuple(chunk), options,
+                               chunk_labels, folder, pk))
+    store.set_current(folder, [s.key for s in specs])
     return specs
+
+
+def pending_specs(specs: Sequence[BatchSpec], store: PredictionStore) -> list[BatchSpec]:
+    """The batches that need running: missing, outdated or damaged (each damaged one is logged
+    by path). One verification per batch (sizes and checksums), no task per batch."""
+    todo = []
+    for spec in specs:
+        c = store.check(spec.folder, spec.index, spec.key)
+        if c.state == "damaged":
+            log.warning("damaged batch, redoing it: %s (%s)", c.path, c.detail)
+        if not c.done:
+            todo.append(spec)
+    return todo
 
 
 def run_one_batch(backend: Backend, spec: BatchSpec, store: PredictionStore,
@@ -91,7 +117,8 @@ def run_one_batch(backend: Backend, spec: BatchSpec, store: PredictionStore,
         return 0
     rows, records = run_batch(backend, spec.stimuli, spec.condition, emotions, spec.options,
                               labels=spec.labels, on_done=on_done)
-    store.write_batch(spec.folder, spec.index, spec.key, rows, records, emotions)
+    store.write_batch(spec.folder, spec.index, spec.key, rows, records, emotions,
+                      plan_key=spec.plan_key)
     return sum(r["n_calls"] for r in rows)
 
 
@@ -129,18 +156,56 @@ def run_specs(backend: Backend, specs: Sequence[BatchSpec], store: PredictionSto
         return sum(pool.map(lambda s: run_one_batch(backend, s, store, emotions, on_done), specs))
 
 
-def run_hidden_states(backend: Backend, stimulus_set: StimulusSet, store: HiddenStateStore,
-                      emotions: Sequence[str], *, batch_size: int) -> list[Path]:
-    """Extract per-layer hidden states for every image (A9), resumably; returns the layer files."""
+@dataclass(frozen=True)
+class HiddenPlan:
+    """The hidden-state batches of one model over one stimulus set, with their keys."""
+
+    folder: Path
+    prompt: str
+    stimuli: tuple[StimulusInput, ...]
+    chunks: tuple[tuple[StimulusInput, ...], ...]
+    plan_keys: tuple[str, ...]
+    keys: tuple[str, ...]
+
+
+def plan_hidden_states(backend: Backend, stimulus_set: StimulusSet, store: HiddenStateStore,
+                       emotions: Sequence[str], *, batch_size: int) -> HiddenPlan:
+    """Split A9's extraction into batches and record their keys as the folder's current ones."""
     info = backend.info
-    folder = store.model_dir(stimulus_set.paths.root.name, info.model_id)
     prompt = EMOTION_QUESTION.format(emotions=", ".join(emotions))
     stims = stimulus_inputs(stimulus_set)
-    for i, chunk in enumerate(batches(stims, batch_size)):
-        key = hashlib.sha256(
-            f"{info.digest}|{prompt}|{[s.sha256 for s in chunk]}".encode()).hexdigest()
-        if store.is_done(folder, i, key):
+    chunks = tuple(tuple(c) for c in batches(stims, batch_size))
+    plans = tuple(hidden_plan_key(prompt, c, model_id=info.model_id) for c in chunks)
+    plan = HiddenPlan(store.model_dir(stimulus_set.paths.root.name, info.model_id), prompt,
+                      tuple(stims), chunks, plans,
+                      tuple(key_with_digest(pk, info.digest) for pk in plans))
+    store.set_current(plan.folder, plan.keys)
+    return plan
+
+
+def hidden_states_complete(plan: HiddenPlan, store: HiddenStateStore) -> bool:
+    """True when every batch verifies and the layer files are assembled from them."""
+    return (all(store.is_done(plan.folder, i, k) for i, k in enumerate(plan.keys))
+            and store.layers_current(plan.folder) is None)
+
+
+def run_hidden_states(backend: Backend, stimulus_set: StimulusSet, store: HiddenStateStore,
+                      emotions: Sequence[str], *, batch_size: int) -> list[Path]:
+    """Extract per-layer hidden states for every image (A9), resumably; returns the layer files.
+
+    Missing, outdated and damaged batches are (re)done; the layers are re-assembled when their
+    record does not match the current batches or a layer file fails verification."""
+    plan = plan_hidden_states(backend, stimulus_set, store, emotions, batch_size=batch_size)
+    folder = plan.folder
+    for i, (chunk, key) in enumerate(zip(plan.chunks, plan.keys, strict=True)):
+        c = store.check(folder, i, key)
+        if c.done:
             continue
-        states = [backend.hidden_states(s, prompt) for s in chunk]
-        store.write_batch(folder, i, key, [s.stimulus_id for s in chunk], states)
-    return store.assemble(folder, [s.stimulus_id for s in stims])
+        if c.state == "damaged":
+            log.warning("damaged hidden-state batch, redoing it: %s (%s)", c.path, c.detail)
+        states = [backend.hidden_states(s, plan.prompt) for s in chunk]
+        store.write_batch(folder, i, key, [s.stimulus_id for s in chunk], states,
+                          plan_key=plan.plan_keys[i])
+    if store.layers_current(folder) is None:
+        return sorted(folder.glob("layer_*.npz"))
+    return store.assemble(folder, [s.stimulus_id for s in plan.stimuli])

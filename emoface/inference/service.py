@@ -14,6 +14,7 @@ from emoface.inference.conditions import Condition
 from emoface.inference.engine import (
     baseline_labels,
     intended_labels,
+    pending_specs,
     plan_condition,
     run_specs,
 )
@@ -52,7 +53,7 @@ def run_condition_for(params: Params, data: DataPaths, model_id: str, *, protoco
     labels = resolve_labels(condition, ss, store, backend.info.model_id, emotions)
     specs = plan_condition(backend, ss, condition, condition.options(params.inference), store,
                            batch_size=params.inference.batch_size, labels=labels)
-    todo = [s for s in specs if not store.is_done(s.folder, s.index, s.key)]
+    todo = pending_specs(specs, store)
     if progress and todo:
         from rich.progress import Progress
 

@@ -85,8 +85,9 @@ def test_batch_rows_and_logits_are_stored(tiny, stims, small_params, tmp_path):
     assert all(r["backend"] == "mlx" and not r["simulated"] for r in rows)
     store = PredictionStore(tmp_path)
     folder = store.condition_dir("small", c.condition_id, tiny.info.model_id)
-    store.write_batch(folder, 0, batch_key(c, tiny.info.digest, opts, stims[:4], None), rows,
-                      records, small_params.study.emotions)
+    key = batch_key(c, tiny.info.digest, opts, stims[:4], None, model_id=tiny.info.model_id)
+    store.set_current(folder, [key])
+    store.write_batch(folder, 0, key, rows, records, small_params.study.emotions)
     lg = store.read_logits(folder)
     rating = np.isin(lg["field"], ("valence", "arousal"))
     assert rating.sum() == 8 and (~rating).sum() == 4  # 4 emotion steps + 8 rating steps
