@@ -86,7 +86,7 @@ class CircuitBreaker:
                 self.open_reason = (
                     f"the Ollama server at {self.host} looks down: the last {self._run} requests "
                     f"all failed over {now - self._since:.0f} s (last: {err}); check that server "
-                    "(`ollama serve`, its log) and run the same command again")
+                    "(`ollama serve`, its log)")
         self.check()
 
 
@@ -189,7 +189,15 @@ class OllamaBackend(Backend):
         return self._info
 
     def _read_info(self, call, client: ollama.Client) -> ModelInfo:
-        tags, _ = call(client.list)
+        try:
+            tags, _ = call(client.list)
+        except (ollama.ResponseError, PermanentBackendError) as err:
+            status = getattr(err, "status_code", None) or getattr(err.__cause__, "status_code", None)
+            if status == 404:  # every Ollama server has /api/tags
+                raise PermanentBackendError(
+                    f"ollama/{self.model}: {self.host} answered HTTP 404 to /api/tags, so it is "
+                    "not an Ollama server; check OLLAMA_HOST / inference.ollama.host") from None
+            raise
         wanted = {self.model, f"{self.model}:latest"}
         entry = next((m for m in tags.models if m.model in wanted), None)
         if entry is None:

@@ -3,7 +3,8 @@
 Conversations run concurrently up to the backend's ``max_concurrency`` (a thread pool: backend calls
 are I/O-bound for servers; the mlx backend runs one at a time). Rows come back in input order.
 
-A batch that fails (a call ran out of retries) keeps its finished conversations in memory under the
+A conversation whose call ran out of its retries is asked again after the rest of the batch
+(``ROUNDS``). A batch that still fails keeps its finished conversations in memory under the
 batch's content key, so the retry of that batch (Prefect's, or the same process running it again)
 asks only for the conversations still missing.
 """
@@ -18,7 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emoface.backends.base import Backend, GenerationOptions, ModelInfo, StimulusInput, TurnResult
+from emoface.backends.base import (
+    Backend,
+    GenerationOptions,
+    ModelInfo,
+    StimulusInput,
+    TransientBackendError,
+    TurnResult,
+)
 from emoface.inference.conditions import Condition
 from emoface.logits import digit_distribution, rating_step
 from emoface.parsing import PARSER_VERSION, Parsed, parse_emotion, parse_rating, parse_single_shot
@@ -30,6 +38,8 @@ RATING_FIELDS = ("valence", "arousal")
 # attempt of that batch that failed as a whole; dropped once the batch completes
 _FINISHED: dict[tuple[str, str], dict[str, tuple[dict, list]]] = {}
 _FINISHED_LOCK = threading.Lock()
+# a conversation whose call ran out of retries is asked again once the rest of the batch is done
+ROUNDS = 2
 
 
 @dataclass(frozen=True)
@@ -164,19 +174,31 @@ def run_batch(
         if stim.stimulus_id in finished:
             return finished[stim.stimulus_id]  # counted by the progress bar the first time
         label = labels[stim.stimulus_id] if labels is not None else None
-        with backend.slot():
-            out = rate_stimulus(backend, info, stim, condition, emotions, options, label=label)
+        try:
+            with backend.slot():
+                out = rate_stimulus(backend, info, stim, condition, emotions, options, label=label)
+        except TransientBackendError as err:
+            return err  # asked again in the next round, after the others are done
         finished[stim.stimulus_id] = out
         if on_done is not None:
             on_done(1)
         return out
 
     workers = max(1, min(backend.max_concurrency * backend.threads_per_slot, len(stimuli)))
-    if workers == 1:
-        results = [one(s) for s in stimuli]
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(one, stimuli))
+    results: list = []
+    for _ in range(ROUNDS):
+        todo = [s for s in stimuli if s.stimulus_id not in finished]
+        if workers == 1 or len(todo) <= 1:
+            results = [one(s) for s in todo]
+        else:
+            with ThreadPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+                results = list(pool.map(one, todo))
+        if all(s.stimulus_id in finished for s in stimuli):
+            break
+    failed = [r for r in results if isinstance(r, TransientBackendError)]
+    if failed:
+        raise failed[0]  # finished conversations stay in memory for the batch's retry
+    results = [finished[s.stimulus_id] for s in stimuli]
     if resume_key:
         with _FINISHED_LOCK:
             _FINISHED.pop((info.model_id, resume_key), None)
