@@ -26,7 +26,7 @@ DataOpt = Annotated[Path, typer.Option("--data", help="data folder")]
 
 
 def _fail(err: EmofaceError) -> None:
-    err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 

@@ -95,7 +95,9 @@ def check_image(path: Path, *, max_pixels: int, file: Path, row: int,
         raise
     except FileNotFoundError:
         raise DataError(f"image file not found: {path}", file=file, row=row, field=field) from None
-    except Image.DecompressionBombError as err:
-        raise bad(f"too many pixels ({err}); downscale it") from None
+    except Image.DecompressionBombError:  # PIL refuses to even open it (> 2 x its own limit)
+        raise bad(f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.1f} megapixels, over the "
+                  f"limit of {max_pixels / 1e6:.1f} (stimuli.max_image_pixels); downscale it"
+                  ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise bad(f"cannot be read ({err})") from None
