@@ -207,6 +207,13 @@ class Params(_Frozen):
     ablations: AblationsParams = AblationsParams()
     analysis: AnalysisParams = AnalysisParams()
 
+    @model_validator(mode="after")
+    def _distinct_sets(self) -> Params:
+        if self.real_faces.name == self.stimuli.set_name:
+            raise ValueError(f"real_faces.name {self.real_faces.name!r} is also stimuli.set_name; "
+                             "building the real-face set would replace the embedded one")
+        return self
+
 
 def _format_validation_error(path: Path, err: ValidationError) -> str:
     """One line per invalid key, each naming the file and the key (one line when one error)."""
