@@ -16,9 +16,12 @@ from emoface.errors import EmofaceError
 
 
 def _expected(exc: BaseException | None) -> bool:
+    from flows.pipeline import RunFailure  # the flow's summary of failed parts: the bug, if one
+    # caused it, was logged with its traceback where it happened
+
     seen = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, EmofaceError):
+        if isinstance(exc, (EmofaceError, RunFailure)):
             return True
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
