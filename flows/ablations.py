@@ -150,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
             check_backends(summary, params)
     except EmofaceError as err:
         if args.debug:
-            raise
+            import traceback
+
+            traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
         return 2
     from emoface.io import sweep_temporaries
