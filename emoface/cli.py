@@ -28,7 +28,7 @@ DataOpt = Annotated[Path, typer.Option("--data", help="data folder")]
 
 
 def _fail(err: EmofaceError) -> None:
-    err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -60,15 +60,20 @@ def import_(
     data: DataOpt = Path("data"),
 ) -> None:
     """Import your own images + metadata CSV (+ norms CSV) into data/stimuli/NAME/."""
-    from emoface.stimuli.importers import import_stimulus_folder
+    from emoface.stimuli.importers import CONVERSIONS, import_stimulus_folder
 
     try:
         p = load_params(params)
         out = DataPaths(data).stimulus_set(name)
-        manifest = import_stimulus_folder(images, csv, out, p.study, norms_csv=norms)
+        manifest = import_stimulus_folder(images, csv, out, p.study, norms_csv=norms,
+                                          max_pixels=p.stimuli.max_image_pixels)
     except EmofaceError as err:
         _fail(err)
-    Console().print(f"imported {manifest.height} stimuli into {out.root}")
+    Console().print(f"imported {manifest.height} stimuli into {out.root}", highlight=False)
+    if (out.root / CONVERSIONS).is_file():
+        n = sum(1 for _ in (out.root / CONVERSIONS).open()) - 1
+        Console().print(f"{n} image(s) were not 8-bit RGB/grayscale and are stored as RGB PNG; "
+                        f"their original modes are in {out.root / CONVERSIONS}", highlight=False)
 
 
 @stimuli_app.command("check")

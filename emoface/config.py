@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from emoface.emotions import DEFAULT_EMOTIONS, DEFAULT_GENDERS, DEFAULT_RACES
 from emoface.errors import ConfigError
+from emoface.paths import SET_NAME_PATTERN
 
-Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+Name = Annotated[str, Field(pattern=SET_NAME_PATTERN)]
 
 
 class _Frozen(BaseModel):
@@ -61,6 +62,9 @@ class StimuliParams(_Frozen):
     intensity_min: float = Field(0.35, gt=0, le=1)
     intensity_max: float = Field(1.0, gt=0, le=1)
     norms: NormsParams = NormsParams()
+    # importers: larger images are refused before decoding (no decompression bombs); PIL's own
+    # hard limit is 2 x 89.5 MP
+    max_image_pixels: int = Field(40_000_000, ge=16 * 16, le=178_000_000)
 
     @model_validator(mode="after")
     def _range(self) -> StimuliParams:
@@ -104,14 +108,29 @@ class InferenceParams(_Frozen):
 
 
 ModelId = Annotated[str, Field(pattern=r"^(simulated|ollama|mlx|fer)/.+")]
+Temperature = Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)]
+
+
+def _no_duplicates(values: tuple, what: str) -> tuple:
+    seen: set = set()
+    dupes = [v for v in values if v in seen or seen.add(v)]
+    if dupes:
+        raise ValueError(f"{what} {dupes[0]!r} is listed twice; list each once")
+    return values
 
 
 class ModelsParams(_Frozen):
     """The study's models (every ablation's default) as backend/model ids."""
 
-    study: tuple[ModelId, ...] = ("simulated/gemma3-4b", "simulated/llama3.2-vision-11b")
+    study: tuple[ModelId, ...] = Field(("simulated/gemma3-4b", "simulated/llama3.2-vision-11b"),
+                                       min_length=1)
     # real FER classifiers, compared with the VLMs in the baseline tables and in A7
     fer: tuple[Annotated[str, Field(pattern=r"^fer/.+")], ...] = ("fer/mini-xception",)
+
+    @field_validator("study", "fer")
+    @classmethod
+    def _unique(cls, v: tuple) -> tuple:
+        return _no_duplicates(v, "model")
 
 
 class A1Params(_Frozen):
@@ -121,11 +140,16 @@ class A1Params(_Frozen):
 
 
 class A3Params(_Frozen):
-    temperatures: tuple[float, ...] = (0.0, 0.3, 0.7, 1.0)
+    temperatures: tuple[Temperature, ...] = Field((0.0, 0.3, 0.7, 1.0), min_length=1)
     repeats: int = Field(3, ge=1)
     # T = 0 repeats: one piece of work (deterministic by design) or re-run with their own seeds
     # to measure the server's non-determinism
     t0_repeats: Literal["deterministic", "distinct"] = "deterministic"
+
+    @field_validator("temperatures")
+    @classmethod
+    def _unique(cls, v: tuple) -> tuple:
+        return _no_duplicates(v, "temperature")
 
 
 class A4Params(_Frozen):
@@ -136,6 +160,11 @@ class A4Params(_Frozen):
 class A6Params(_Frozen):
     models: tuple[ModelId, ...] = ("simulated/qwen2-vl-7b", "simulated/kimi-vl",
                                    "simulated/smolvlm2")
+
+    @field_validator("models")
+    @classmethod
+    def _unique(cls, v: tuple) -> tuple:
+        return _no_duplicates(v, "model")
 
 
 class RealFacesParams(_Frozen):
@@ -187,16 +216,40 @@ class Params(_Frozen):
     ablations: AblationsParams = AblationsParams()
     analysis: AnalysisParams = AnalysisParams()
 
+    @model_validator(mode="after")
+    def _distinct_sets(self) -> Params:
+        if self.real_faces.name == self.stimuli.set_name:
+            raise ValueError(f"real_faces.name {self.real_faces.name!r} is also stimuli.set_name; "
+                             "building the real-face set would replace the embedded one")
+        return self
+
 
 def _format_validation_error(path: Path, err: ValidationError) -> str:
-    lines = [f"{path}: invalid parameters"]
+    """One line per invalid key, each naming the file and the key (one line when one error)."""
+    lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key")
+            lines.append(f"{path}: {key}: unknown key")
         else:
-            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{path}: {key}: {msg} (got {e.get('input')!r})")
     return "\n".join(lines)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):  # noqa: D102 - PyYAML hook
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"key {key!r} appears twice in one section (lines "
+                                  f"{seen[key] + 1} and {key_node.start_mark.line + 1}); "
+                                  "keep one")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse_params(data: object, *, source: str | Path = "params") -> Params:
@@ -216,13 +269,21 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml. Unknown keys and wrong types raise ConfigError naming the key."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: parameters file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a parameters file") from None
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[:err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte {err.object[err.start]:#04x}"
+                          "); save the file as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
     return parse_params(data, source=path)
 
 

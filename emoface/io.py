@@ -2,6 +2,9 @@
 
 Every write goes to a temporary file in the same folder and is renamed into place (``os.replace``
 is atomic on POSIX), so a reader never sees half a file and a crash leaves the old file intact.
+Temporary names start with ``.`` and end with ``.tmp`` (:func:`sweep_temporaries` removes what a
+killed writer left behind). Files and folders get the permissions the process's umask gives any
+other new file (``mkstemp``/``mkdtemp`` alone would make them private: 0600 / 0700).
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 import polars as pl
@@ -27,12 +31,31 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+@cache
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux /proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting and restoring it
+    os.umask(mask)
+    return mask
+
+
+def _honour_umask(path: Path, *, folder: bool) -> None:
+    os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` if the block succeeds."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
+    _honour_umask(Path(tmp), folder=False)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -59,13 +82,21 @@ def write_bytes(data: bytes, target: Path) -> None:
 
 
 @contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
+def atomic_dir(target: Path, *, replaces_only: str | None = None) -> Iterator[Path]:
     """Build a folder in a temporary sibling; swap it in for ``target`` only if the block succeeds.
 
-    If anything fails, ``target`` (when it existed) is left exactly as it was.
+    If anything fails, ``target`` (when it existed) is left exactly as it was. With
+    ``replaces_only="manifest.csv"`` an existing ``target`` is replaced only if it holds that file
+    (so a folder that is not what we wrote is never deleted); a symlinked ``target`` is refused.
     """
+    if target.is_symlink() or (replaces_only is not None and target.exists()
+                               and not (target / replaces_only).is_file()):
+        raise DataError(f"refusing to replace {target}: it is not a folder this program wrote "
+                        f"(no {replaces_only}) or it is a symbolic link; choose another name",
+                        file=target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    _honour_umask(tmp, folder=True)
     try:
         yield tmp
         old = None
@@ -78,6 +109,32 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def sweep_temporaries(folders: Iterable[Path]) -> int:
+    """Remove the temporary files and folders (``.*.tmp``) a killed writer left in ``folders`` and
+    below; returns how many. Never touches a committed file: a folder set aside by
+    :func:`atomic_dir` (``.NAME.old-PID``) whose replacement never arrived is moved back."""
+    removed = 0
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob(".*.old-[0-9]*")):
+            target = path.with_name(path.name[1:].rsplit(".old-", 1)[0])
+            if not target.exists():
+                os.replace(path, target)  # killed between the two renames: restore the old set
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        for path in sorted(folder.rglob(".*.tmp")):
+            if not (path.exists() or path.is_symlink()):
+                continue  # inside a temporary folder removed just before
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def read_csv(path: Path, *, schema_overrides: dict[str, pl.DataType] | None = None) -> pl.DataFrame:

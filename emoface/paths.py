@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from emoface.errors import DataError
+
+#: stimulus set names (and every other name in params.yaml): a folder name that cannot escape data/
+SET_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+
+def check_set_name(name: str, *, field: str = "NAME") -> str:
+    """Return ``name`` if it is a valid stimulus set name, else raise DataError naming it."""
+    if not isinstance(name, str) or re.fullmatch(SET_NAME_PATTERN, name) is None:
+        raise DataError(f"stimulus set name {name!r} is not allowed: use lowercase letters, digits "
+                        "and _, starting with a letter (e.g. my_faces)", field=field)
+    return name
 
 
 @dataclass(frozen=True)
@@ -41,4 +55,5 @@ class DataPaths:
         return self.root / "stimuli"
 
     def stimulus_set(self, name: str) -> StimulusSetPaths:
-        return StimulusSetPaths(self.stimuli_root / name)
+        """``data/stimuli/<name>/``; a name that could leave that folder is refused."""
+        return StimulusSetPaths(self.stimuli_root / check_set_name(name))

@@ -37,6 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--stage", choices=["all", "inference", "analyses"], default="all")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--data", type=Path, default=Path("data"))
+    ap.add_argument("--debug", action="store_true",
+                    help="show full tracebacks of expected errors too (backend down, bad input)")
     return ap.parse_args(argv)
 
 
@@ -133,6 +135,15 @@ def _up_to_date(plan, params, data, ids: list[str], inference: bool, analyses: b
     return 0
 
 
+def check_backends(summary: dict, params) -> list[str]:
+    """Preflight every model that still has calls to make (server up, model pulled; seconds)."""
+    from emoface.inference.preflight import preflight
+
+    todo = [c["model_id"] for c in summary["conditions"]
+            if not c["stimuli_known"] or c["calls"] > c["calls_done"]]
+    return preflight(todo, params.inference, emotions=params.study.emotions)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from emoface.ablations import build_plan, select
@@ -155,6 +166,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print_plan(summary, args.json)
         return 0
+    try:
+        if args.stage in ("all", "inference"):
+            check_backends(summary, params)
+    except EmofaceError as err:
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from emoface.io import sweep_temporaries
+
+    # what a killed run left behind (temporary files of any writer; a set aside stimulus set is
+    # put back), in every folder the pipeline writes
+    sweep_temporaries([data.stimuli_root, data.root / "predictions", data.root / "hidden",
+                       data.root / "results"])
 
     inference, analyses = args.stage in ("all", "inference"), args.stage in ("all", "analyses")
     if (done := _up_to_date(plan, params, data, ids, inference, analyses, args.json)) is not None:
@@ -162,8 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_prefect_env()
     from prefect import tags
 
+    from flows.console import quiet_expected_errors
     from flows.pipeline import ablations_flow
     from tasks import progress, record
+
+    if not args.debug:
+        quiet_expected_errors()
 
     selection = (f"only {args.only}" if args.only else f"tier {args.tier}" if args.tier
                  else f"priority {args.priority or 1}") + f" | {','.join(models)}"

@@ -68,6 +68,7 @@ def inference_batch(backend: Backend, spec: BatchSpec, data_root: str,
                     emotions: Sequence[str]) -> dict:
     """Run one batch unless stored; returns the backend calls made (0 when already stored)."""
     store = PredictionStore(Path(data_root))
+    backend.on_retry = progress.retried  # retried requests show beside the progress bar
     calls = run_one_batch(backend, spec, store, emotions, on_done=progress.advance)
     if calls == 0:
         progress.advance(len(spec.stimuli))

@@ -15,15 +15,24 @@ def start(total: int, description: str) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                   TimeRemainingColumn(), transient=True)
+                   TimeRemainingColumn(), "{task.fields[retries]}", transient=True)
     bar.start()
-    _state.update(bar=bar, task=bar.add_task(description, total=total))
+    _state.update(bar=bar, task=bar.add_task(description, total=total, retries=""), retries=0)
 
 
 def advance(n: int = 1) -> None:
     with _lock:
         if "bar" in _state:
             _state["bar"].advance(_state["task"], n)
+
+
+def retried() -> None:
+    """Count one retried backend request (shown as "N retries" beside the bar)."""
+    with _lock:
+        if "bar" in _state:
+            _state["retries"] += 1
+            n = _state["retries"]
+            _state["bar"].update(_state["task"], retries=f"{n} {'retry' if n == 1 else 'retries'}")
 
 
 def stop() -> None:

@@ -3,7 +3,8 @@
 It answers the documented API shapes the backend uses — ``POST /api/chat`` (images, ``format``,
 ``options``, ``logprobs``/``top_logprobs``), ``GET /api/tags``, ``POST /api/show``,
 ``GET /api/version`` — and a 404 ``{"error": "model '...' not found"}`` for unknown models. Faults
-can be injected: HTTP 500s, dropped connections, and stalls longer than the client's timeout.
+can be injected: HTTP 500s, dropped connections, and stalls longer than the client's timeout, at a
+random rate, for the first N chats, or for the chats a predicate picks (``fail_when``).
 
 Answers are deterministic from the request: the emotion turn answers a word, rating turns a digit
 with a top-k list whose digits include " 7"-style variants, single-shot answers JSON.
@@ -23,11 +24,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 EMOTIONS = ("angry", "disgusted", "fearful", "happy", "sad", "surprised")
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        """A client that gave up on a stalled or dropped request is expected under fault
+        injection; anything else is printed as usual."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 class FakeOllama:
     def __init__(self, models: dict[str, str] | None = None, *, version: str = "0.12.9",
                  fault_rate: float = 0.0, faults: tuple[str, ...] = ("500", "drop", "stall"),
                  stall_s: float = 2.0, seed: int = 0, latency_s: float = 0.0,
-                 reject_chat: int | None = None, fail_first: int = 0) -> None:
+                 reject_chat: int | None = None, fail_first: int = 0,
+                 fail_when=None) -> None:
         self.models = models or {"gemma3:4b": "a2af6cc3eb7f" + "0" * 52}
         self.version = version
         self.fault_rate = fault_rate
@@ -36,13 +48,14 @@ class FakeOllama:
         self.latency_s = latency_s
         self.reject_chat = reject_chat  # answer every chat with this 4xx status
         self.fail_first = fail_first  # the first N chats get a 500
+        self.fail_when = fail_when  # chat body -> True: answer that chat with a 500
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.requests: list[dict] = []
         self.fault_log: list[str] = []
         self.in_flight = 0
         self.max_in_flight = 0
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = _QuietServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -178,6 +191,9 @@ class FakeOllama:
                     fake.fail_first -= 1 if first else 0
                 if first:
                     fake.fault_log.append("500-first")
+                    return self._send(500, {"error": "model runner crashed"})
+                if fake.fail_when is not None and fake.fail_when(body):
+                    fake.fault_log.append("500-when")
                     return self._send(500, {"error": "model runner crashed"})
                 fault = fake._pick_fault()
                 if fault == "500":

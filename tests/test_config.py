@@ -50,3 +50,19 @@ def test_missing_and_broken_files(tmp_path: Path):
 def test_defaults_equal_repository_file():
     # params.yaml spells out the defaults; drift between the two would be confusing.
     assert load_params(REPO / "params.yaml") == Params()
+
+
+def test_real_face_set_may_not_replace_the_embedded_set():
+    with pytest.raises(ConfigError, match="real_faces.name 'embedded' is also stimuli.set_name"):
+        parse_params({"real_faces": {"name": "embedded"}})
+
+
+@pytest.mark.parametrize("section,value", [
+    ({"ablations": {"A3": {"temperatures": [2.5]}}}, "ablations.A3.temperatures.0"),
+    ({"ablations": {"A3": {"temperatures": [float("inf")]}}}, "ablations.A3.temperatures.0"),
+    ({"ablations": {"A3": {"temperatures": []}}}, "ablations.A3.temperatures"),
+    ({"models": {"fer": ["fer/mini-xception", "fer/mini-xception"]}}, "models.fer"),
+])
+def test_bad_values_name_their_key(section, value):
+    with pytest.raises(ConfigError, match=value.replace(".", r"\.")):
+        parse_params(section, source="p.yaml")

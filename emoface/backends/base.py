@@ -13,8 +13,10 @@ message says what to do).
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,6 +107,11 @@ class Backend(ABC):
 
     #: how many conversations may run at once against this backend
     max_concurrency: int = 1
+    #: threads per slot a batch may use: > 1 where a conversation can sleep in a retry backoff
+    #: without its slot (:meth:`backoff_sleep`), so the others keep the server busy meanwhile
+    threads_per_slot: int = 1
+    #: called once per retried request (the progress bar counts them); set by whoever runs
+    on_retry: Callable[[], None] | None = None
     _limiter_lock = threading.Lock()
 
     @property
@@ -115,6 +122,39 @@ class Backend(ABC):
             if getattr(self, "_limiter", None) is None:
                 self._limiter = threading.BoundedSemaphore(max(1, self.max_concurrency))
         return self._limiter
+
+    def _slots_held(self) -> threading.local:
+        with Backend._limiter_lock:
+            if getattr(self, "_held", None) is None:
+                self._held = threading.local()
+        return self._held
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one of the ``max_concurrency`` slots for a conversation (see :meth:`backoff_sleep`)."""
+        with self.limiter:
+            held = self._slots_held()
+            held.n = getattr(held, "n", 0) + 1
+            try:
+                yield
+            finally:
+                held.n -= 1
+
+    def backoff_sleep(self, seconds: float) -> None:
+        """Sleep before a retry without holding this thread's slot, so a waiting conversation can
+        use the server meanwhile; the slot is taken back before the retry."""
+        held = getattr(self._slots_held(), "n", 0) > 0
+        if held:
+            self.limiter.release()
+        try:
+            time.sleep(seconds)
+        finally:
+            if held:
+                self.limiter.acquire()
+
+    def preflight(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Check quickly (seconds, no retries) that the backend can serve this model; raise
+        :class:`PermanentBackendError` saying what to do when it cannot."""
 
     @property
     @abstractmethod

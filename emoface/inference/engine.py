@@ -116,7 +116,7 @@ def run_one_batch(backend: Backend, spec: BatchSpec, store: PredictionStore,
     if store.is_done(spec.folder, spec.index, spec.key):
         return 0
     rows, records = run_batch(backend, spec.stimuli, spec.condition, emotions, spec.options,
-                              labels=spec.labels, on_done=on_done)
+                              labels=spec.labels, on_done=on_done, resume_key=spec.key)
     store.write_batch(spec.folder, spec.index, spec.key, rows, records, emotions,
                       plan_key=spec.plan_key)
     return sum(r["n_calls"] for r in rows)

@@ -2,24 +2,44 @@
 
 Conversations run concurrently up to the backend's ``max_concurrency`` (a thread pool: backend calls
 are I/O-bound for servers; the mlx backend runs one at a time). Rows come back in input order.
+
+A conversation whose call ran out of its retries is asked again after the rest of the batch
+(``ROUNDS``). A batch that still fails keeps its finished conversations in memory under the
+batch's content key, so the retry of that batch (Prefect's, or the same process running it again)
+asks only for the conversations still missing.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from emoface.backends.base import Backend, GenerationOptions, ModelInfo, StimulusInput, TurnResult
+from emoface.backends.base import (
+    Backend,
+    GenerationOptions,
+    ModelInfo,
+    StimulusInput,
+    TransientBackendError,
+    TurnResult,
+)
 from emoface.inference.conditions import Condition
 from emoface.logits import digit_distribution, rating_step
 from emoface.parsing import PARSER_VERSION, Parsed, parse_emotion, parse_rating, parse_single_shot
 from emoface.prompts import conversations, single_shot_schema
 
 RATING_FIELDS = ("valence", "arousal")
+
+# (model id, batch key) -> stimulus id -> (row, logit records) of conversations finished by an
+# attempt of that batch that failed as a whole; dropped once the batch completes
+_FINISHED: dict[tuple[str, str], dict[str, tuple[dict, list]]] = {}
+_FINISHED_LOCK = threading.Lock()
+# a conversation whose call ran out of retries is asked again once the rest of the batch is done
+ROUNDS = 2
 
 
 @dataclass(frozen=True)
@@ -139,24 +159,49 @@ def run_batch(
     *,
     labels: Mapping[str, str] | None = None,
     on_done: Callable[[int], None] | None = None,
+    resume_key: str | None = None,
 ) -> tuple[list[dict], list[LogitRecord]]:
-    """Rate ``stimuli`` concurrently; rows in input order."""
+    """Rate ``stimuli`` concurrently; rows in input order.
+
+    With ``resume_key`` (the batch's content key), conversations finished by an earlier failed
+    attempt of the same batch are reused instead of asked again.
+    """
     info = backend.info
+    with _FINISHED_LOCK:
+        finished = _FINISHED.setdefault((info.model_id, resume_key), {}) if resume_key else {}
 
     def one(stim: StimulusInput):
+        if stim.stimulus_id in finished:
+            return finished[stim.stimulus_id]  # counted by the progress bar the first time
         label = labels[stim.stimulus_id] if labels is not None else None
-        with backend.limiter:
-            out = rate_stimulus(backend, info, stim, condition, emotions, options, label=label)
+        try:
+            with backend.slot():
+                out = rate_stimulus(backend, info, stim, condition, emotions, options, label=label)
+        except TransientBackendError as err:
+            return err  # asked again in the next round, after the others are done
+        finished[stim.stimulus_id] = out
         if on_done is not None:
             on_done(1)
         return out
 
-    workers = max(1, min(backend.max_concurrency, len(stimuli)))
-    if workers == 1:
-        results = [one(s) for s in stimuli]
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(one, stimuli))
+    workers = max(1, min(backend.max_concurrency * backend.threads_per_slot, len(stimuli)))
+    results: list = []
+    for _ in range(ROUNDS):
+        todo = [s for s in stimuli if s.stimulus_id not in finished]
+        if workers == 1 or len(todo) <= 1:
+            results = [one(s) for s in todo]
+        else:
+            with ThreadPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+                results = list(pool.map(one, todo))
+        if all(s.stimulus_id in finished for s in stimuli):
+            break
+    failed = [r for r in results if isinstance(r, TransientBackendError)]
+    if failed:
+        raise failed[0]  # finished conversations stay in memory for the batch's retry
+    results = [finished[s.stimulus_id] for s in stimuli]
+    if resume_key:
+        with _FINISHED_LOCK:
+            _FINISHED.pop((info.model_id, resume_key), None)
     rows = [r for r, _ in results]
     records = [rec for _, recs in results for rec in recs]
     return rows, records

@@ -18,6 +18,7 @@ from emoface.inference.engine import (
     plan_condition,
     run_specs,
 )
+from emoface.inference.preflight import preflight
 from emoface.inference.store import PredictionStore
 from emoface.paths import DataPaths
 from emoface.stimuli.store import StimulusSet, load_stimulus_set
@@ -48,6 +49,7 @@ def run_condition_for(params: Params, data: DataPaths, model_id: str, *, protoco
     ss = load_stimulus_set(data.stimulus_set(stimulus_set or params.stimuli.set_name), params.study)
     condition = Condition(protocol=protocol, temperature=temperature, repeat=repeat,
                           label_source=label_source)
+    preflight([model_id], params.inference, emotions=emotions)  # seconds, before any batch
     backend = make_backend(model_id, params.inference, emotions=emotions, stimulus_set=ss)
     store = PredictionStore(data.root)
     labels = resolve_labels(condition, ss, store, backend.info.model_id, emotions)

@@ -29,10 +29,11 @@ from PIL import Image
 
 from emoface.config import StimuliParams, StudyParams
 from emoface.errors import DataError
-from emoface.io import atomic_dir, atomic_path, read_csv, write_csv
+from emoface.io import atomic_path, read_csv, write_csv
 from emoface.paths import StimulusSetPaths
-from emoface.stimuli.importers import _image_size, _safe_relative
-from emoface.stimuli.store import validate_manifest, validate_norms
+from emoface.stimuli.images import check_image, resolve_inside
+from emoface.stimuli.importers import DEFAULT_MAX_PIXELS, _safe_relative
+from emoface.stimuli.store import replace_set, validate_manifest, validate_norms
 
 FER2013_CODES = {0: "angry", 1: "disgusted", 2: "fearful", 3: "happy", 4: "sad", 5: "surprised",
                  6: "neutral"}
@@ -96,11 +97,19 @@ def _check_fer2013(df: pl.DataFrame, path: Path) -> pl.DataFrame:
 def import_fer2013(csv_path: Path, out: StimulusSetPaths, study: StudyParams, *, per_emotion: int,
                    seed: int, source: str = "fer2013", usage: str | None = None) -> pl.DataFrame:
     """Import a balanced subset of a FER-2013 CSV; every row is validated first."""
-    df = _check_fer2013(read_csv(csv_path), csv_path)
-    if usage is not None and "Usage" in df.columns:
-        df = df.with_row_index("row", 1).filter(pl.col("Usage") == usage)
-    else:
-        df = df.with_row_index("row", 1)
+    replace_set(out)  # a bad set name or target fails here, before any work
+    df = _check_fer2013(read_csv(csv_path), csv_path).with_row_index("row", 1)
+    if usage is not None:
+        if "Usage" not in df.columns:
+            raise DataError(f"real_faces.usage is {usage!r} but the CSV has no Usage column; "
+                            "set usage: null or use the CSV with the Usage column",
+                            file=csv_path, field="Usage")
+        found = sorted(set(df["Usage"].drop_nulls().to_list()))
+        df = df.filter(pl.col("Usage") == usage)
+        if df.height == 0:
+            raise DataError(f"no row has Usage {usage!r} (values in the file: "
+                            f"{', '.join(found) or 'none'}); fix real_faces.usage",
+                            file=csv_path, field="Usage")
     labels = [FER2013_CODES[c] for c in df["code"]]
     keep = _balanced(labels, study, per_emotion, seed)
     rows, blobs = [], []
@@ -114,9 +123,10 @@ def import_fer2013(csv_path: Path, out: StimulusSetPaths, study: StudyParams, *,
                                   source))
         blobs.append(buf.getvalue())
     if not rows:
-        raise DataError("no rows with the study's emotions", file=csv_path)
+        raise DataError(f"no row has one of the study's emotions ({', '.join(study.emotions)})",
+                        file=csv_path, field="emotion")
     manifest = validate_manifest(pl.DataFrame(rows), study, file=csv_path)
-    with atomic_dir(out.root) as tmp:
+    with replace_set(out) as tmp:
         (tmp / "images").mkdir()
         for rec, blob in zip(rows, blobs, strict=True):
             (tmp / rec["file"]).write_bytes(blob)
@@ -148,12 +158,25 @@ def _rescale(value: str | None, *, file: Path, row: int, field: str) -> float | 
     return 5.0 + 4.0 * x
 
 
+def _visible(path: Path, root: Path) -> bool:
+    """Skip hidden files and folders (``.DS_Store``, ``._x.jpg``, ``.ipynb_checkpoints``)."""
+    return not any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
 def import_affectnet(root: Path, out: StimulusSetPaths, study: StudyParams, *, per_emotion: int,
-                     seed: int, annotations: Path | None = None) -> pl.DataFrame:
-    """Import an AffectNet-style set (class folders, or an annotation CSV) as a balanced subset."""
+                     seed: int, annotations: Path | None = None,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> pl.DataFrame:
+    """Import an AffectNet-style set (class folders, or an annotation CSV) as a balanced subset.
+
+    Hidden files are skipped; images are checked as :func:`emoface.stimuli.images.check_image`
+    says (symbolic links leaving ``root`` are refused) and stored as they are, or as RGB PNG.
+    """
+    replace_set(out)  # a bad set name or target fails here, before any work
+    if not root.is_dir():
+        raise DataError("AffectNet folder not found (real_faces.path)", file=root)
     if annotations is None:
         entries = [(str(p.relative_to(root)), p.parent.name, None, None)
-                   for p in sorted(root.glob("*/*")) if p.is_file()]
+                   for p in sorted(root.glob("*/*")) if p.is_file() and _visible(p, root)]
         if not entries:
             raise DataError("no images found in class folders", file=root)
         recs = [(f, _affectnet_label(c, file=root, row=i), None, None)
@@ -177,25 +200,28 @@ def import_affectnet(root: Path, out: StimulusSetPaths, study: StudyParams, *, p
             recs.append((str(_safe_relative(r[path_col], file=annotations, row=i)), label, v, a))
         src_file = annotations
     keep = _balanced([r[1] for r in recs], study, per_emotion, seed)
+    if not keep:
+        raise DataError(f"no image has one of the study's emotions ({', '.join(study.emotions)})",
+                        file=src_file)
     rows, norms, sources = [], [], []
     for i in keep:
         rel, label, v, a = recs[i]
-        path = root / rel
-        size = _image_size(path, file=src_file, row=i + 1)
+        path = resolve_inside(root, rel, file=src_file, row=i + 1)
+        img = check_image(path, max_pixels=max_pixels, file=src_file, row=i + 1)
         sid = f"affectnet_{hashlib.sha256(rel.encode()).hexdigest()[:12]}"
-        rows.append(_manifest_row(sid, f"images/{sid}{path.suffix.lower()}", path.read_bytes(),
-                                  label, size, "affectnet"))
-        sources.append(path)
+        rows.append(_manifest_row(sid, f"images/{sid}{img.suffix}", img.data, label, img.size,
+                                  "affectnet"))
+        sources.append(img.data)
         if v is not None and a is not None:
             norms.append({"stimulus_id": sid, "valence_mean": v, "valence_sd": 0.0,
                           "arousal_mean": a, "arousal_sd": 0.0, "n_raters": 1})
     manifest = validate_manifest(pl.DataFrame(rows), study, file=src_file)
     norms_df = validate_norms(pl.DataFrame(norms), manifest, file=src_file) \
         if len(norms) == len(rows) and norms else None
-    with atomic_dir(out.root) as tmp:
+    with replace_set(out) as tmp:
         (tmp / "images").mkdir()
-        for rec, src in zip(rows, sources, strict=True):
-            (tmp / rec["file"]).write_bytes(src.read_bytes())
+        for rec, blob in zip(rows, sources, strict=True):
+            (tmp / rec["file"]).write_bytes(blob)
         write_csv(manifest, StimulusSetPaths(tmp).manifest)
         if norms_df is not None:
             write_csv(norms_df, StimulusSetPaths(tmp).norms)
@@ -246,4 +272,5 @@ def build_real_faces(params, data) -> pl.DataFrame:
                               usage=rf.usage,
                               source="synthetic_demo" if rf.source == "demo" else "fer2013")
     return import_affectnet(path, out, params.study, per_emotion=rf.per_emotion, seed=rf.seed,
-                            annotations=Path(rf.annotations) if rf.annotations else None)
+                            annotations=Path(rf.annotations) if rf.annotations else None,
+                            max_pixels=params.stimuli.max_image_pixels)

@@ -32,10 +32,10 @@ import polars as pl
 
 from emoface.config import StimuliParams, StudyParams
 from emoface.errors import ConfigError
-from emoface.io import atomic_dir, write_csv, write_parquet
+from emoface.io import write_csv, write_parquet
 from emoface.paths import StimulusSetPaths
 from emoface.stimuli.faces import PROTOTYPES, Expression, Identity, draw_face
-from emoface.stimuli.store import validate_manifest, validate_norms
+from emoface.stimuli.store import replace_set, validate_manifest, validate_norms
 
 ANCHORS: dict[str, tuple[float, float]] = {
     "angry": (2.6, 6.8),
@@ -191,7 +191,7 @@ def generate_stimulus_set(
     stimuli, identities = plan_stimuli(study, params)
     norms, truth = norms_for(stimuli, params)
     manifest_rows, total_bytes = [], 0
-    with atomic_dir(out.root) as tmp_root:
+    with replace_set(out) as tmp_root:
         tmp = StimulusSetPaths(tmp_root)
         tmp.images.mkdir(parents=True)
         for s in stimuli:

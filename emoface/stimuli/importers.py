@@ -5,27 +5,32 @@ optional; the file name without extension is used otherwise). ``file`` is relati
 folder and may not leave it. An optional norms CSV keyed by ``stimulus_id`` or ``file`` gives
 ``valence_mean, valence_sd, arousal_mean, arousal_sd, n_raters``.
 
-Images are checked (exists, decodes completely), hashed, and copied into
-``data/stimuli/<name>/images/``; the set is built aside and swapped in only when every row passed,
-so a rejected import writes nothing and leaves an earlier set untouched.
+Images are checked (inside the folder after resolving symbolic links, decodes completely, size
+limits, one frame: :mod:`emoface.stimuli.images`), hashed, and copied into
+``data/stimuli/<name>/images/``; images in modes other than 8-bit RGB or grayscale are stored as RGB
+PNGs and their original mode is listed in ``conversions.csv``. The set is built aside and swapped in
+only when every row passed, so a rejected import writes nothing and leaves an earlier set untouched.
 """
 
 from __future__ import annotations
 
 import hashlib
-import shutil
+import re
 from pathlib import Path, PurePosixPath
 
 import polars as pl
-from PIL import Image, UnidentifiedImageError
 
 from emoface.config import StudyParams
 from emoface.errors import DataError
-from emoface.io import atomic_dir, cast_columns, read_csv, write_csv
+from emoface.io import cast_columns, read_csv, write_csv
 from emoface.paths import StimulusSetPaths
-from emoface.stimuli.store import NORMS_TYPES, validate_manifest, validate_norms
+from emoface.stimuli.images import check_image, resolve_inside
+from emoface.stimuli.store import NORMS_TYPES, replace_set, validate_manifest, validate_norms
 
 REQUIRED = ("file", "emotion", "race", "gender", "identity")
+DEFAULT_MAX_PIXELS = 40_000_000
+CONVERSIONS = "conversions.csv"  # stimulus_id, source_file, original_mode, stored_as
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")  # the manifest schema's stimulus_id pattern
 
 
 def _safe_relative(value: str, *, file: Path, row: int) -> PurePosixPath:
@@ -37,48 +42,62 @@ def _safe_relative(value: str, *, file: Path, row: int) -> PurePosixPath:
     return rel
 
 
-def _image_size(path: Path, *, file: Path, row: int) -> tuple[int, int]:
-    """Open and fully decode the image (a truncated file fails here, not later in a model)."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.size
-    except FileNotFoundError:
-        raise DataError(f"image file not found: {path}", file=file, row=row, field="file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise DataError(f"image {path} cannot be read ({err})", file=file, row=row,
-                        field="file") from None
+def _derived_id(rec: dict, rel: PurePosixPath, seen: dict[str, int], *, csv: Path,
+                row: int) -> str:
+    """The row's stimulus_id (given, or the file name without extension), checked with a hint."""
+    given = (rec.get("stimulus_id") or "").strip()
+    sid = given or rel.stem
+    how = "the stimulus_id column" if given else f"the file name {rel.name!r}"
+    if not _ID.match(sid):
+        fix = "fix the value" if given else ("add a stimulus_id column (letters, digits, _ . -) "
+                                             "or rename the file")
+        raise DataError(f"stimulus id {sid!r} from {how} is not allowed (ASCII letters, digits, "
+                        f"_ . - only); {fix}", file=csv, row=row,
+                        field="stimulus_id" if given else "file")
+    if sid in seen:
+        fix = "make the stimulus_id values unique" if given else (
+            "add a stimulus_id column with a unique id per row, or rename one of the files")
+        raise DataError(f"stimulus id {sid!r} from {how} is also that of row {seen[sid]} (the same "
+                        f"file name in two sub-folders?); {fix}", file=csv, row=row,
+                        field="stimulus_id" if given else "file")
+    seen[sid] = row
+    return sid
 
 
 def _manifest_rows(meta: pl.DataFrame, images_dir: Path, csv: Path, study: StudyParams,
-                   source: str) -> list[dict]:
-    rows = []
+                   source: str, max_pixels: int) -> tuple[list[dict], list[bytes], list[dict]]:
+    """Manifest rows, the bytes to store per row, and the conversions made (original modes)."""
+    rows, blobs, conversions, seen = [], [], [], {}
     for i, rec in enumerate(meta.iter_rows(named=True), start=1):
         for col in REQUIRED:
             if rec[col] is None or not str(rec[col]).strip():
                 raise DataError("empty value", file=csv, row=i, field=col)
         rel = _safe_relative(rec["file"].strip(), file=csv, row=i)
-        src = images_dir / rel
-        width, height = _image_size(src, file=csv, row=i)
+        src = resolve_inside(images_dir, rel, file=csv, row=i)
         emotion = rec["emotion"].strip().lower()
         if emotion not in study.emotions:
             raise DataError(f"unknown emotion {rec['emotion']!r} (study emotions: "
                             f"{', '.join(study.emotions)})", file=csv, row=i, field="emotion")
-        sid = (rec.get("stimulus_id") or "").strip() or rel.stem
+        sid = _derived_id(rec, rel, seen, csv=csv, row=i)
+        img = check_image(src, max_pixels=max_pixels, file=csv, row=i)
+        stored = rel.with_suffix(img.suffix) if img.converted else rel
+        if img.converted:
+            conversions.append({"stimulus_id": sid, "source_file": rel.as_posix(),
+                                "original_mode": img.original_mode, "stored_as": "RGB PNG"})
         rows.append({
             "stimulus_id": sid,
-            "file": f"images/{rel.as_posix()}",
-            "sha256": hashlib.sha256(src.read_bytes()).hexdigest(),
+            "file": f"images/{stored.as_posix()}",
+            "sha256": hashlib.sha256(img.data).hexdigest(),
             "emotion": emotion,
             "race": rec["race"].strip().lower(),
             "gender": rec["gender"].strip().lower(),
             "identity": rec["identity"].strip(),
             "source": source,
-            "width": width,
-            "height": height,
-            "_src": str(src),
+            "width": img.size[0],
+            "height": img.size[1],
         })
-    return rows
+        blobs.append(img.data)
+    return rows, blobs, conversions
 
 
 def _read_norms(norms_csv: Path, manifest: pl.DataFrame) -> pl.DataFrame:
@@ -88,7 +107,7 @@ def _read_norms(norms_csv: Path, manifest: pl.DataFrame) -> pl.DataFrame:
                            strict=True))
         ids = []
         for i, f in enumerate(raw["file"].to_list(), start=1):
-            key = f"images/{PurePosixPath((f or '').replace(chr(92), '/')).as_posix()}"
+            key = f"images/{PurePosixPath((f or '').strip().replace(chr(92), '/')).as_posix()}"
             if key not in by_file:
                 raise DataError(f"file {f!r} is not in the stimulus CSV", file=norms_csv, row=i,
                                 field="file")
@@ -108,8 +127,13 @@ def import_stimulus_folder(
     *,
     norms_csv: Path | None = None,
     source: str = "user",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> pl.DataFrame:
-    """Import a user's images + metadata CSV (+ norms CSV) as a stimulus set; returns the manifest."""
+    """Import a user's images + metadata CSV (+ norms CSV) as a stimulus set; returns the manifest.
+
+    Images converted to RGB are listed (with their original mode) in ``conversions.csv``.
+    """
+    replace_set(out)  # a bad set name or target fails here, before any work
     if not images_dir.is_dir():
         raise DataError("images folder not found", file=images_dir)
     meta = read_csv(metadata_csv)
@@ -119,16 +143,18 @@ def import_stimulus_folder(
                         field=missing[0])
     if meta.height == 0:
         raise DataError("table is empty (no data rows)", file=metadata_csv)
-    rows = _manifest_rows(meta, images_dir, metadata_csv, study, source)
-    sources = [r.pop("_src") for r in rows]
+    rows, blobs, conversions = _manifest_rows(meta, images_dir, metadata_csv, study, source,
+                                              max_pixels)
     manifest = validate_manifest(pl.DataFrame(rows), study, file=metadata_csv)
     norms = _read_norms(norms_csv, manifest) if norms_csv is not None else None
-    with atomic_dir(out.root) as tmp_root:
-        for src, rel in zip(sources, manifest["file"].to_list(), strict=True):
+    with replace_set(out) as tmp_root:
+        for blob, rel in zip(blobs, manifest["file"].to_list(), strict=True):
             dst = tmp_root / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
+            dst.write_bytes(blob)
         write_csv(manifest, StimulusSetPaths(tmp_root).manifest)
         if norms is not None:
             write_csv(norms, StimulusSetPaths(tmp_root).norms)
+        if conversions:
+            write_csv(pl.DataFrame(conversions), tmp_root / CONVERSIONS)
     return manifest

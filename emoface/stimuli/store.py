@@ -9,8 +9,8 @@ import polars as pl
 
 from emoface.config import StudyParams
 from emoface.errors import DataError
-from emoface.io import cast_columns, read_csv, sha256_file
-from emoface.paths import StimulusSetPaths
+from emoface.io import atomic_dir, cast_columns, read_csv, sha256_file
+from emoface.paths import StimulusSetPaths, check_set_name
 from schemas import NormsSchema, manifest_schema, validate
 
 MANIFEST_TYPES: dict[str, pl.DataType] = {
@@ -35,6 +35,16 @@ class StimulusSet:
     def image_path(self, stimulus_id: str) -> Path:
         row = self.manifest.filter(pl.col("stimulus_id") == stimulus_id)
         return self.paths.root / row["file"][0]
+
+
+def replace_set(out: StimulusSetPaths):
+    """The atomic swap every writer of a stimulus set uses: ``out``'s folder name must be a valid
+    set name, its path may not climb (``..``), and an existing folder there is replaced only if it
+    is a stimulus set (holds manifest.csv). Yields the temporary folder to build the set in."""
+    check_set_name(out.root.name, field="set name")
+    if ".." in out.root.parts:
+        raise DataError("a stimulus set path may not contain '..'", file=out.root)
+    return atomic_dir(out.root, replaces_only="manifest.csv")
 
 
 def validate_manifest(df: pl.DataFrame, study: StudyParams, *, file: Path) -> pl.DataFrame:

@@ -116,3 +116,124 @@ def test_thirty_percent_transient_faults_still_complete(stimuli, small_params, t
         assert df["attempts"].sum() == df["n_calls"].sum() + len(server.fault_log)
         assert df["attempts"].max() > df["n_calls"].min()
         assert server.max_in_flight <= 4
+
+
+def _rate(server, stimuli, small_params, folder, **kw):
+    inf = _inference(server.host, **kw)
+    be = make_backend("ollama/gemma3:4b", inf, emotions=small_params.study.emotions)
+    c = Condition()
+    df, calls = run_condition(be, stimuli, c, c.options(inf), PredictionStore(folder),
+                              small_params.study.emotions, batch_size=12)
+    return be, df, calls
+
+
+def test_thirty_percent_faults_give_the_fault_free_rows_at_few_extra_requests(
+        stimuli, small_params, tmp_path):
+    with FakeOllama() as clean:
+        _, rows0, calls0 = _rate(clean, stimuli, small_params, tmp_path / "clean")
+    retries = []
+    with FakeOllama(fault_rate=0.3, faults=("500", "drop"), seed=5) as server:
+        inf = _inference(server.host, retries=4, concurrency=4)
+        be = make_backend("ollama/gemma3:4b", inf, emotions=small_params.study.emotions)
+        be.on_retry = lambda: retries.append(1)
+        c = Condition()
+        rows1, calls1 = run_condition(be, stimuli, c, c.options(inf),
+                                      PredictionStore(tmp_path / "faulty"),
+                                      small_params.study.emotions, batch_size=12)
+        requests = len(server.chat_requests())
+        faults = len(server.fault_log)
+    volatile = {"latency_s", "attempts"}
+    keep = [col for col in rows0.columns if col not in volatile]
+    assert rows1.select(keep).equals(rows0.select(keep))
+    assert calls1 == calls0 == 144 and faults > 20
+    # every fault cost exactly one request and was counted for the progress bar: no conversation
+    # was thrown away and asked again
+    assert requests == calls1 + faults and len(retries) == faults
+    assert requests / calls1 <= 1.5
+
+
+def _image_of(body: dict) -> str:
+    return body["messages"][0]["images"][0]
+
+
+def test_backoff_sleep_leaves_the_slot_to_another_conversation(stimuli, small_params, tmp_path):
+    from emoface.inference.engine import stimulus_inputs
+    from emoface.inference.runner import run_batch
+
+    with FakeOllama(fail_first=1) as server:
+        inf = _inference(server.host, concurrency=1, retries=2, backoff_s=0.5)
+        be = make_backend("ollama/gemma3:4b", inf, emotions=small_params.study.emotions)
+        c = Condition()
+        rows, _ = run_batch(be, stimulus_inputs(stimuli)[:2], c, small_params.study.emotions,
+                            c.options(inf))
+        reqs = server.chat_requests()
+    assert len(rows) == 2 and len(reqs) == 7 and server.max_in_flight == 1
+    first = _image_of(reqs[0])  # this one failed and slept in its backoff ...
+    # ... while the other conversation used the single slot for all three of its turns
+    assert [_image_of(r) != first for r in reqs[1:4]] == [True] * 3
+    assert [_image_of(r) == first for r in reqs[4:]] == [True] * 3
+
+
+def test_a_failed_batch_keeps_its_finished_conversations_for_the_retry(
+        stimuli, small_params, tmp_path):
+    from emoface.inference.engine import plan_condition, run_one_batch
+
+    with FakeOllama() as server:
+        inf = _inference(server.host, retries=1, backoff_s=0.01)
+        be = make_backend("ollama/gemma3:4b", inf, emotions=small_params.study.emotions)
+        c = Condition()
+        store = PredictionStore(tmp_path)
+        spec = plan_condition(be, stimuli, c, c.options(inf), store, batch_size=12)[0]
+        bad = base64.b64encode(spec.stimuli[5].image_path.read_bytes()).decode()
+        server.fail_when = lambda body: _image_of(body) == bad
+        with pytest.raises(TransientBackendError):
+            run_one_batch(be, spec, store, small_params.study.emotions)
+        # 11 conversations x 3 turns, and the bad one: 2 attempts x 2 rounds
+        assert len(server.chat_requests()) == 11 * 3 + 4
+        server.fail_when = None
+        before = len(server.chat_requests())
+        run_one_batch(be, spec, store, small_params.study.emotions)  # the batch's retry
+        assert len(server.chat_requests()) - before == 3  # only the missing conversation
+        rows = store.read(spec.folder, small_params.study.emotions, n_batches=1)
+        assert rows.height == 12 and set(rows["emotion_status"]) <= {"ok", "normalised"}
+
+
+def test_always_failing_server_trips_the_breaker_naming_the_host(stimuli, small_params, tmp_path):
+    with FakeOllama(fault_rate=1.0, faults=("500",)) as server:
+        with pytest.raises(PermanentBackendError,
+                           match=f"Ollama server at {server.host}/? looks down") as info:
+            _rate(server, stimuli, small_params, tmp_path, retries=4, backoff_s=0.3)
+        sent = len(server.chat_requests())
+    assert "server error 500" in str(info.value)
+    assert sent < 150  # was 265 requests (and 4.7 min) before the breaker
+
+
+def test_breaker_once_open_sends_nothing(small_params):
+    with FakeOllama(fault_rate=1.0, faults=("500",)) as server:
+        be = make_backend("ollama/gemma3:4b", _inference(server.host, retries=0),
+                          emotions=small_params.study.emotions)
+        be.breaker.seconds = 0.0  # trip on the count alone for this test
+        turns = conversations("text_only", ["angry"], label="angry")[0]
+        opts = Condition().options(InferenceParams())
+        for _ in range(15):
+            with pytest.raises(TransientBackendError):
+                be.converse(None, turns, opts)
+        with pytest.raises(PermanentBackendError, match="looks down"):
+            be.converse(None, turns, opts)
+        n = len(server.chat_requests())
+        with pytest.raises(PermanentBackendError, match="looks down"):
+            be.converse(None, turns, opts)
+        assert n == 16 and len(server.chat_requests()) == n
+
+
+def test_preflight_names_the_host_and_what_to_do(small_params):
+    from emoface.inference.preflight import preflight
+
+    with pytest.raises(PermanentBackendError, match=r"127\.0\.0\.1:9 does not answer.*ollama serve"):
+        preflight(["ollama/gemma3:4b"], _inference("http://127.0.0.1:9", retries=4))
+    with FakeOllama() as server:
+        with pytest.raises(PermanentBackendError, match="ollama pull llava:7b"):
+            preflight(["ollama/llava:7b"], _inference(server.host))
+        assert preflight(["simulated/gemma3-4b", "ollama/gemma3:4b"],
+                         _inference(server.host)) == ["simulated/gemma3-4b", "ollama/gemma3:4b"]
+        assert server.chat_requests() == []  # a preflight costs no model call

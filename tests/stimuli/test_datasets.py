@@ -107,3 +107,43 @@ def test_demo_csv_is_labelled(tmp_path):
     n = write_fer2013_demo(path, Params().study, Params().stimuli, per_emotion=4)
     df = pl.read_csv(path)
     assert n == 24 and set(df["Usage"]) == {"SyntheticDemo"}
+
+
+def test_fer2013_usage_without_usage_column_is_an_error(tmp_path, fer_csv):
+    pl.read_csv(fer_csv, infer_schema=False).drop("Usage").write_csv(fer_csv)
+    out = StimulusSetPaths(tmp_path / "data" / "fer")
+    with pytest.raises(DataError, match="has no Usage column") as info:
+        import_fer2013(fer_csv, out, STUDY, per_emotion=3, seed=1, usage="PublicTest")
+    assert info.value.field == "Usage" and str(fer_csv) in str(info.value)
+    assert not out.root.exists()
+
+
+def test_fer2013_usage_matching_no_row_says_so(tmp_path, fer_csv):
+    out = StimulusSetPaths(tmp_path / "data" / "fer")
+    with pytest.raises(DataError, match=r"no row has Usage 'PublicTest' \(values in the file: "
+                                        r"SyntheticDemo\)"):
+        import_fer2013(fer_csv, out, STUDY, per_emotion=3, seed=1, usage="PublicTest")
+    assert not out.root.exists()
+    m = import_fer2013(fer_csv, out, STUDY, per_emotion=3, seed=1, usage="SyntheticDemo")
+    assert m.height == 18
+
+
+def test_affectnet_skips_hidden_files(tmp_path):
+    root, _ = _affectnet(tmp_path)
+    (root / "happy" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (root / "happy" / "._0.png").write_bytes(b"AppleDouble")
+    m = import_affectnet(root, StimulusSetPaths(tmp_path / "a"), STUDY, per_emotion=2, seed=0)
+    assert m.height == 12
+
+
+def test_affectnet_symlink_leaving_the_folder_is_refused(tmp_path):
+    root, _ = _affectnet(tmp_path)
+    outside = tmp_path / "outside.png"
+    Image.new("RGB", (32, 32)).save(outside)
+    for f in (root / "happy").iterdir():
+        f.unlink()
+        f.symlink_to(outside)
+    out = StimulusSetPaths(tmp_path / "a")
+    with pytest.raises(DataError, match="outside the images folder"):
+        import_affectnet(root, out, STUDY, per_emotion=2, seed=0)
+    assert not out.root.exists()
