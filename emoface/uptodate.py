@@ -179,12 +179,16 @@ def inference_is_current(items: Sequence[WorkItem], params: Params, data: DataPa
 
 
 def nothing_to_do(plan: Plan, params: Params, data: DataPaths, *, inference: bool = True,
-                  analyses: bool = True) -> dict | None:
-    """The outcome of each selected analysis when a run would change nothing, else None."""
+                  analyses: bool = True, calls_remaining: int | None = None) -> dict | None:
+    """The outcome of each selected analysis when a run would change nothing, else None.
+
+    Cheap checks first: the dry run's count of calls still to make (``calls_remaining``, known
+    without asking a model server), then the analysis keys (commit records and sizes); only then
+    every batch against its full key (backends asked for their model digests, checksums)."""
+    if inference and calls_remaining:
+        return None
     base = baseline_items(params, plan.models)
     work = {"baseline": base, **{a: plan.per_ablation[a] for a in plan.ablations}}
-    if inference and not inference_is_current(list(plan.unique), params, data):
-        return None
     outcomes = {}
     if analyses:
         for aid, items in work.items():
@@ -192,6 +196,9 @@ def nothing_to_do(plan: Plan, params: Params, data: DataPaths, *, inference: boo
                                        data):
                 return None
             outcomes[aid] = json.loads(_metrics(data, aid).read_text()).get("outcome")
+    if inference and not inference_is_current(list(plan.unique), params, data):
+        return None
+    if analyses:
         files = report_inputs(params, data)
         key = report_key(data, plan.ablations, files)
         if not report_is_current(data, key):

@@ -115,13 +115,14 @@ def wait_for_records(ids: set[str], timeout_s: float = 60.0) -> int:
 
 
 def _up_to_date(plan, params, data, ids: list[str], inference: bool, analyses: bool,
-                as_json: bool) -> int | None:
+                as_json: bool, calls_remaining: int) -> int | None:
     """Exit status 0 without starting Prefect when a run would change nothing: every batch is
     current and verifies, every analysis key and the report are unchanged (one check each)."""
     from emoface.uptodate import nothing_to_do
 
     t0 = time.perf_counter()
-    outcomes = nothing_to_do(plan, params, data, inference=inference, analyses=analyses)
+    outcomes = nothing_to_do(plan, params, data, inference=inference, analyses=analyses,
+                             calls_remaining=calls_remaining)
     if outcomes is None:
         return None
     wall = time.perf_counter() - t0
@@ -184,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                        data.root / "results"])
 
     inference, analyses = args.stage in ("all", "inference"), args.stage in ("all", "analyses")
-    if (done := _up_to_date(plan, params, data, ids, inference, analyses, args.json)) is not None:
+    if (done := _up_to_date(plan, params, data, ids, inference, analyses, args.json,
+                            summary["calls_remaining"])) is not None:
         return done
     _quiet_prefect_env()
     from prefect import tags
