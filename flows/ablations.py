@@ -1,7 +1,7 @@
 """Plan and run the ablations.
 
     python flows/ablations.py --priority 1            # A1 + A2 and what they need
-    python flows/ablations.py --tier complete         # minimal | competitive | complete
+    python flows/ablations.py --tier complete         # minimal | competitive | complete | extended
     python flows/ablations.py --only A5,A8 --models ollama/gemma3:4b
     python flows/ablations.py --tier complete --dry-run [--json]
 

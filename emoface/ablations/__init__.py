@@ -37,10 +37,11 @@ __all__ = ["BASELINE", "MODULES", "Ablation", "Plan", "WorkItem", "baseline_item
            "execution_order", "get", "params_model", "registry", "run_analysis", "select",
            "tiers", "work_for"]
 
-# The plan's execution order (A5, A8, A1, A2, A3, A6, A4, A7, A9).
+# The plan's execution order (A5, A8, A1, A2, A3, A6, A4, A7, A9), then the project's own.
 MODULES: tuple[str, ...] = (
     "a5_dark_knowledge", "a8_fpr_by_race", "a1_text_only", "a2_single_shot", "a3_temperature",
     "a6_more_models", "a4_quantization", "a7_real_faces", "a9_hidden_states",
+    "a10_test_retest", "a11_calibration",
 )
 
 

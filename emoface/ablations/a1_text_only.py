@@ -54,7 +54,7 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 
 ABLATION = Ablation(
     id="A1", name="text-only arousal", priority=1,
-    tiers=("minimal", "competitive", "complete"),
+    tiers=("minimal", "competitive", "complete", "extended"),
     paper_section="strength-inversion claim",
     hypothesis="Arousal ratings given the image and label are largely reproduced from the label "
                "alone.",

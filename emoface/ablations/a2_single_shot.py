@@ -36,7 +36,7 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 
 ABLATION = Ablation(
     id="A2", name="single-shot prompting", priority=1,
-    tiers=("minimal", "competitive", "complete"),
+    tiers=("minimal", "competitive", "complete", "extended"),
     paper_section="context-carry confound",
     hypothesis="Context-carry anchoring suppresses within-category variance.",
     interpretation="Within-category SD rises in single-shot => context-carry anchoring "

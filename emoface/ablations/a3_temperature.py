@@ -51,7 +51,7 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 
 
 ABLATION = Ablation(
-    id="A3", name="temperature", priority=2, tiers=("competitive", "complete"),
+    id="A3", name="temperature", priority=2, tiers=("competitive", "complete", "extended"),
     paper_section="fixed-value pattern",
     hypothesis="Greedy decoding (the output constraint) causes the fixed values.",
     interpretation="Within-category SD rises with T => the output constraint is the main cause.",

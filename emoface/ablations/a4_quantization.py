@@ -34,7 +34,7 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 
 
 ABLATION = Ablation(
-    id="A4", name="FP16 vs 4-bit", priority=2, tiers=("competitive", "complete"),
+    id="A4", name="FP16 vs 4-bit", priority=2, tiers=("competitive", "complete", "extended"),
     paper_section="quantization share",
     hypothesis="4-bit quantization removes part of the within-category variance.",
     interpretation="Expected a little more variance at FP16 (an estimated 20-30 % restored).",

@@ -43,7 +43,8 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 
 
 ABLATION = Ablation(
-    id="A5", name="dark knowledge", priority=2, tiers=("minimal", "competitive", "complete"),
+    id="A5", name="dark knowledge", priority=2, tiers=("minimal", "competitive", "complete",
+                                                       "extended"),
     paper_section="Section 5.1",
     hypothesis="The digit distribution still discriminates inside a category even when the "
                "argmax does not.",

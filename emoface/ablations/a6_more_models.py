@@ -42,7 +42,7 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 
 
 ABLATION = Ablation(
-    id="A6", name="more VLMs", priority=2, tiers=("competitive", "complete"),
+    id="A6", name="more VLMs", priority=2, tiers=("competitive", "complete", "extended"),
     paper_section="generalisation",
     hypothesis="The findings generalise beyond two models.",
     interpretation="The same pattern (kappa, collapse) across N >= 4 models => it generalises.",

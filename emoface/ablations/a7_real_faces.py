@@ -36,7 +36,7 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 
 
 ABLATION = Ablation(
-    id="A7", name="real faces", priority=3, tiers=("complete",), paper_section="OOD",
+    id="A7", name="real faces", priority=3, tiers=("complete", "extended"), paper_section="OOD",
     hypothesis="Part of the effects come from AI-generated faces being out of distribution.",
     interpretation="Metrics that differ between AI and real faces => an out-of-distribution "
                    "effect.",

@@ -31,7 +31,7 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 
 
 ABLATION = Ablation(
-    id="A8", name="FPR by race", priority=3, tiers=("minimal", "complete"),
+    id="A8", name="FPR by race", priority=3, tiers=("minimal", "complete", "extended"),
     paper_section="Section 4.5",
     hypothesis="Angry is over-attributed to one race group among faces that are not angry.",
     interpretation="FPR(Black) > FPR(Korean) => real over-attribution, not an accuracy gap.",

@@ -46,7 +46,7 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 
 
 ABLATION = Ablation(
-    id="A9", name="hidden states", priority=3, tiers=("complete",),
+    id="A9", name="hidden states", priority=3, tiers=("complete", "extended"),
     paper_section="representation vs output",
     hypothesis="The representation holds within-category information the output lacks.",
     interpretation="CKA/RSA with the human ratings above the permutation null, within categories "

@@ -50,7 +50,7 @@ def test_identical_conditions_are_one_piece_of_work():
     assert len({i.key for i in a3}) == 2  # ... but only the two baselines
 
 
-@pytest.mark.parametrize("tier", ["minimal", "competitive", "complete"])
+@pytest.mark.parametrize("tier", ["minimal", "competitive", "complete", "extended"])
 def test_dry_run_json_every_tier(tier, capsys, tmp_path):
     assert main(["--tier", tier, "--dry-run", "--json", "--data", str(tmp_path)]) == 0
     plan = json.loads(capsys.readouterr().out)
