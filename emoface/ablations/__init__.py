@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from emoface.config import Params
 
 __all__ = ["BASELINE", "MODULES", "Ablation", "Plan", "WorkItem", "baseline_items", "build_plan",
-           "execution_order", "get", "params_model", "registry", "run_analysis", "select",
+           "execution_order", "get", "known_ids", "params_model", "registry", "run_analysis", "select",
            "tiers", "work_for"]
 
 # The plan's execution order (A5, A8, A1, A2, A3, A6, A4, A7, A9), then the project's own.

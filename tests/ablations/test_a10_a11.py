@@ -214,3 +214,13 @@ def test_results_figures_and_report(run, tmp_path):
         assert all((folder / "figures" / f).stat().st_size > 1000 for f in m["figures"])
     report = write_report(tmp_path, ["A10", "A11"], []).read_text()
     assert "## A10: test-retest reliability" in report and "## A11: calibration" in report
+
+
+def test_a10_without_repeats_says_so(run, tmp_path):
+    p, data = run
+    p1 = p.model_copy(update={"ablations": AblationsParams(A3=A3Params(temperatures=(0.0, 0.3),
+                                                                       repeats=1))})
+    res = run_analysis("A10", AnalysisContext(p1, data, [MODEL]))
+    assert res.outcome == "not_applicable" and "no retest" in res.verdict
+    folder = write_result(res, tmp_path)
+    assert json.loads((folder / "metrics.json").read_text())["figures"] == []
