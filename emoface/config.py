@@ -7,7 +7,7 @@ library code receives these objects and never opens params.yaml itself.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -185,14 +185,6 @@ class A9Params(_Frozen):
     model: ModelId = "simulated/gemma3-4b"
 
 
-class AblationsParams(_Frozen):
-    A1: A1Params = A1Params()
-    A3: A3Params = A3Params()
-    A4: A4Params = A4Params()
-    A6: A6Params = A6Params()
-    A9: A9Params = A9Params()
-
-
 class AnalysisParams(_Frozen):
     alpha: float = Field(0.05, gt=0, lt=1)
     bootstrap: int = Field(2000, ge=100)
@@ -213,7 +205,9 @@ class Params(_Frozen):
     real_faces: RealFacesParams = RealFacesParams()
     inference: InferenceParams = InferenceParams()
     models: ModelsParams = ModelsParams()
-    ablations: AblationsParams = AblationsParams()
+    # one section per ablation with parameters; the model is built from the ablation registry
+    # (emoface.ablations.params_model), whose modules hold each section's model
+    ablations: Any = Field(default_factory=lambda: _ablations_model()())
     analysis: AnalysisParams = AnalysisParams()
 
     @model_validator(mode="after")
@@ -223,12 +217,31 @@ class Params(_Frozen):
                              "building the real-face set would replace the embedded one")
         return self
 
+    @field_validator("ablations")
+    @classmethod
+    def _ablations(cls, value: Any) -> Any:
+        model = _ablations_model()
+        return value if isinstance(value, model) else model.model_validate(value)
 
-def _format_validation_error(path: Path, err: ValidationError) -> str:
+
+def _ablations_model() -> type[BaseModel]:
+    from emoface.ablations import params_model  # the registry imports this module
+
+    return params_model()
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: AblationsParams comes from the ablation registry
+    if name == "AblationsParams":
+        return _ablations_model()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _format_validation_error(path: Path, err: ValidationError, prefix: str = "") -> str:
     """One line per invalid key, each naming the file and the key (one line when one error)."""
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        key = ".".join([prefix, *(str(p) for p in e["loc"])] if prefix else
+                       [str(p) for p in e["loc"]]) or "(top level)"
         if e["type"] == "extra_forbidden":
             lines.append(f"{path}: {key}: unknown key")
         else:
@@ -259,8 +272,14 @@ def parse_params(data: object, *, source: str | Path = "params") -> Params:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: top level must be a mapping of sections")
     # YAML lists arrive as lists; strict mode wants tuples for the frozen models.
+    data = dict(_lists_to_tuples(data))
+    if "ablations" in data:  # validated first so its errors name their keys (ablations.A3...)
+        try:
+            data["ablations"] = _ablations_model().model_validate(data["ablations"] or {})
+        except ValidationError as err:
+            raise ConfigError(_format_validation_error(Path(source), err, "ablations")) from None
     try:
-        return Params.model_validate(_lists_to_tuples(data))
+        return Params.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(Path(source), err)) from None
 

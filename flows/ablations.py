@@ -1,7 +1,7 @@
 """Plan and run the ablations.
 
     python flows/ablations.py --priority 1            # A1 + A2 and what they need
-    python flows/ablations.py --tier complete         # minimal | competitive | complete
+    python flows/ablations.py --tier complete         # minimal | competitive | complete | extended
     python flows/ablations.py --only A5,A8 --models ollama/gemma3:4b
     python flows/ablations.py --tier complete --dry-run [--json]
 
@@ -29,7 +29,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sel = ap.add_mutually_exclusive_group()
     sel.add_argument("--priority", type=int, help="every ablation of priority <= N (default 1)")
-    sel.add_argument("--tier", choices=["minimal", "competitive", "complete"])
+    from emoface.ablations import tiers
+
+    sel.add_argument("--tier", choices=list(tiers()), help="a tier of the ablation registry")
     sel.add_argument("--only", help="comma-separated ablation ids, e.g. A5,A8")
     ap.add_argument("--models", help="comma-separated backend/model ids (default: params.yaml)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan; run nothing")

@@ -19,8 +19,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 
-from emoface.ablations import WorkItem
-from emoface.analysis.ablations import run_analysis
+from emoface.ablations import WorkItem, run_analysis
 from emoface.analysis.context import AnalysisContext
 from emoface.analysis.report import BANNER, write_report, write_result
 from emoface.config import Params

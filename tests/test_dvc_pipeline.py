@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from emoface.ablations import registry
 from tests.conftest import REPO, write_small_project_params
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -79,7 +80,7 @@ def test_pipeline_repro_change_push_clone_pull(tmp_path, project):
     first_calls, analysis_calls = backend_calls(out)
     assert first_calls > 0 and analysis_calls == 0
     metrics = {p: json.loads(p.read_text()) for p in (repo / "data/results").glob("*/metrics.json")}
-    assert len(metrics) == 10 and all(m["simulated"] for m in metrics.values())
+    assert len(metrics) == 1 + len(registry()) and all(m["simulated"] for m in metrics.values())
     assert "SIMULATED DATA" in (repo / "data/results/report.md").read_text()
 
     again = run(["dvc", "repro"], repo, tmp_path)

@@ -14,7 +14,7 @@ import pandas as pd
 import polars as pl
 import statsmodels.formula.api as smf
 
-from emoface.ablations import BASELINE, REGISTRY
+from emoface.ablations import BASELINE
 from emoface.analysis import metrics as M
 from emoface.analysis.a5_digits import a5_dark_knowledge, digit_table  # noqa: F401
 from emoface.analysis.a8_race import a8_fpr_by_race  # noqa: F401
@@ -588,11 +588,8 @@ def a7_real_faces(ctx: AnalysisContext) -> AblationResult:
         simulated=any_simulated(frames), provenance=provenance(frames))
 
 
-ANALYSES = {a.analysis: globals()[a.analysis] for a in REGISTRY.values()}
-
-
 def run_analysis(ablation_id: str, ctx: AnalysisContext) -> AblationResult:
-    """Run one ablation's analysis (or the baseline) on stored predictions."""
-    if ablation_id == "baseline":
-        return baseline(ctx)
-    return ANALYSES[REGISTRY[ablation_id].analysis](ctx)
+    """Run one analysis by id: the ablation registry's entry point (kept here for callers)."""
+    from emoface.ablations import run_analysis as run  # the registry imports this module lazily
+
+    return run(ablation_id, ctx)

@@ -53,6 +53,19 @@ def test_priority_1_end_to_end_then_resume_with_zero_calls(project):
     assert rc == 0 and again["calls"] == 0, err[-2000:]
 
 
+def test_a10_a11_after_a3_make_no_calls(project):
+    tmp, params, data = project
+    rc, out, err = run_flow(["--only", "A3"], params, data, tmp)
+    assert rc == 0, err[-3000:]
+    rc, out, err = run_flow(["--only", "A10,A11"], params, data, tmp)
+    assert rc == 0 and out["calls"] == 0 and out["ablations"] == ["A10", "A11"], err[-3000:]
+    for aid in ("A10", "A11"):
+        m = json.loads((data / "results" / aid / "metrics.json").read_text())
+        assert m["simulated"] is True and m["verdict"].startswith(aid) and m["figures"]
+    report = (data / "results/report.md").read_text()
+    assert "## A10: test-retest reliability" in report and "## A11: calibration" in report
+
+
 def test_only_a7_runs_real_faces_and_fer(project):
     tmp, params, data = project
     rc, out, err = run_flow(["--only", "A7"], params, data, tmp)

@@ -1,0 +1,246 @@
+"""A11: does the model's uncertainty mirror human disagreement? No new model calls: the digit
+distributions stored with the baseline (A5's data) against the human norms.
+
+Per image and rating field, from the 9-digit distribution ``p`` at the rating step (renormalised
+over the digits the step returned, as in A5): the expected rating ``E = sum k p_k``, the model's
+SD ``sqrt(sum p_k (k - E)^2)`` and entropy (nats); against the humans' mean and SD (norms).
+Images whose digits held less probability mass than ``analysis.digit_mass_threshold`` are flagged
+and left out, as in A5.
+
+* Within each intended emotion category (the same images for model and humans), the correlation
+  of the model's SD (and entropy) with the human SD; the pooled within-category r (both centred
+  within category) carries an identity-cluster bootstrap CI (bias-corrected percentile).
+* Wasserstein-1 distance between the model's distribution and the humans' on the 1-9 scale,
+  ``sum_k |F_model(k) - F_human(k)|``, the human distribution a normal with the image's mean and
+  SD discretised to 1..9 (bins k +- 0.5, tails folded into 1 and 9): the norms hold means, SDs
+  and rater counts, not the raters' histogram. Beside it, the distance of the model's single
+  answer (all mass on its argmax digit), and the paired difference of the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from emoface.ablations.base import Ablation, WorkItem, baseline_items
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from emoface.analysis.ablations import AblationResult
+    from emoface.analysis.context import AnalysisContext
+    from emoface.config import Params
+
+DIGITS = np.arange(1, 10, dtype=np.float64)
+
+
+def work(params: Params, models: Sequence[str]) -> list[WorkItem]:
+    return baseline_items(params, models)
+
+
+def digit_moments(p: np.ndarray) -> dict[str, np.ndarray]:
+    """Expected rating, SD and entropy (nats) of rows of a (n, 9) distribution over 1..9."""
+    expected = p @ DIGITS
+    sd = np.sqrt(np.clip(p @ DIGITS**2 - expected**2, 0, None))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0.0).sum(axis=1)
+    return {"expected": expected, "sd": sd, "entropy": entropy}
+
+
+def discretised_normal(mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """(n, 9) probabilities of N(mean, sd) on 1..9: bins k +- 0.5, the tails in 1 and 9. An SD of
+    0 puts all mass on the digit nearest the mean."""
+    from scipy.stats import norm
+
+    mean, sd = np.asarray(mean, np.float64)[:, None], np.asarray(sd, np.float64)[:, None]
+    edges = np.arange(1.5, 9.0)  # 1.5 .. 8.5
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (edges[None, :] - mean) / sd
+        cdf = np.where(sd > 0, norm.cdf(z), (edges[None, :] >= mean).astype(float))
+    cdf = np.concatenate([np.zeros((cdf.shape[0], 1)), cdf, np.ones((cdf.shape[0], 1))], axis=1)
+    return np.diff(cdf, axis=1)
+
+
+def wasserstein_1(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Row-wise Wasserstein-1 distance between distributions on 1..9 (unit spacing)."""
+    return np.abs(np.cumsum(p - q, axis=1)[:, :-1]).sum(axis=1)
+
+
+def digit_distributions(ctx: AnalysisContext, model: str) -> pl.DataFrame:
+    """Per (stimulus, rating field): the renormalised digit distribution, its mass and flag."""
+    import polars as pl
+
+    lg = ctx.logits(model)
+    rating = np.isin(lg["field"], ("valence", "arousal"))
+    lp = lg["digit_logprobs"][rating].astype(np.float64)
+    known = np.isfinite(lp)
+    raw = np.where(known, np.exp(np.where(known, lp, 0.0)), 0.0)
+    mass = raw.sum(axis=1)
+    ok = mass > 0
+    p = np.where(ok[:, None], raw / np.where(ok, mass, 1.0)[:, None], np.nan)  # no digit: NaN
+    return pl.DataFrame({
+        "stimulus_id": lg["stimulus_id"][rating], "field": lg["field"][rating],
+        **{f"p{k}": p[:, k - 1] for k in range(1, 10)}, "digit_mass": mass,
+        "argmax": np.where(ok, np.argmax(np.where(known, lp, -np.inf), axis=1) + 1, 0),
+        "flagged": (mass < ctx.a.digit_mass_threshold) | ~ok,
+    })
+
+
+def _within_centred(x: np.ndarray, cat: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x centred on its (weighted) category means, per bootstrap row of weights w."""
+    out = np.empty_like(w)
+    for c in np.unique(cat):
+        m = cat == c
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = (w[:, m] * x[m]).sum(1, keepdims=True) / w[:, m].sum(1, keepdims=True)
+        out[:, m] = x[m] - mean
+    return out
+
+
+def pooled_within_r(x: np.ndarray, y: np.ndarray, cat: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Pooled within-category Pearson r of x and y per bootstrap row (weights w, (B, n))."""
+    xc, yc = _within_centred(x, cat, w), _within_centred(y, cat, w)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w * xc * yc).sum(1) / np.sqrt((w * xc**2).sum(1) * (w * yc**2).sum(1))
+
+
+def _per_image(ctx: AnalysisContext, model: str) -> pl.DataFrame:
+    import polars as pl
+
+    d = digit_distributions(ctx, model)
+    design = ctx.predictions(model).select("stimulus_id", "identity", "intended", "simulated")
+    norms = ctx.stimuli().norms
+    d = d.join(design, on="stimulus_id").join(norms, on="stimulus_id")
+    rows = []
+    for f in ("valence", "arousal"):
+        s = d.filter(pl.col("field") == f)
+        p = s.select(f"p{k}" for k in range(1, 10)).to_numpy().astype(np.float64)
+        mom = digit_moments(p)
+        human = discretised_normal(s[f"{f}_mean"].to_numpy(), s[f"{f}_sd"].to_numpy())
+        onehot = np.eye(9)[np.clip(s["argmax"].to_numpy() - 1, 0, 8)]
+        rows.append(s.select("stimulus_id", "identity", "intended", "field", "digit_mass",
+                             "flagged", "argmax").with_columns(
+            pl.lit(model).alias("model_id"), pl.Series("model_expected", mom["expected"]),
+            pl.Series("model_sd", mom["sd"]), pl.Series("model_entropy", mom["entropy"]),
+            s[f"{f}_mean"].alias("human_mean"), s[f"{f}_sd"].alias("human_sd"),
+            pl.Series("w1_distribution", wasserstein_1(p, human)),
+            pl.Series("w1_answer", wasserstein_1(onehot, human))))
+    return pl.concat(rows)
+
+
+def _summaries(ctx: AnalysisContext, per_image: pl.DataFrame) -> tuple[list[dict], list[dict]]:
+    """(rows of the main table per model x field, rows per model x field x category)."""
+    import polars as pl
+
+    from emoface.analysis import metrics as M
+    from emoface.analysis.stats import pearson_with_ci
+
+    main, by_cat = [], []
+    for (m, f), g in per_image.group_by("model_id", "field", maintain_order=True):
+        ok = g.filter(~pl.col("flagged"))
+        cat = ok["intended"].to_numpy()
+        x_sd, x_h, hsd = (ok[c].to_numpy().astype(float) for c in
+                          ("model_sd", "model_entropy", "human_sd"))
+        w = M.cluster_weights(ok["identity"].to_list(), ctx.a.bootstrap, ctx.a.seed)
+        ones = np.ones((1, ok.height))
+        row = {"model_id": m, "field": f, "n": ok.height,
+               "n_flagged": int(g["flagged"].sum()),
+               "mean_model_sd": float(x_sd.mean()), "mean_human_sd": float(hsd.mean())}
+        for name, x in (("sd", x_sd), ("entropy", x_h)):
+            point = float(pooled_within_r(x, hsd, cat, ones)[0])
+            lo, hi = M.percentile_ci(pooled_within_r(x, hsd, cat, w), ctx.a.alpha, point)
+            row.update({f"r_{name}_human_sd": point, f"r_{name}_low": lo, f"r_{name}_high": hi})
+        w1d, w1a = (ok[c].to_numpy().astype(float) for c in ("w1_distribution", "w1_answer"))
+        diff = float((w1a - w1d).mean())
+        lo, hi = M.percentile_ci((w * (w1a - w1d)).sum(1) / w.sum(1), ctx.a.alpha, diff)
+        row.update({"mean_w1_distribution": float(w1d.mean()), "mean_w1_answer": float(w1a.mean()),
+                    "w1_answer_minus_distribution": diff, "w1_diff_low": lo, "w1_diff_high": hi})
+        main.append(row)
+        for c in sorted(set(cat)):
+            sub = ok.filter(pl.col("intended") == c)
+            r, rlo, rhi = pearson_with_ci(sub["model_sd"].to_numpy().astype(float),
+                                          sub["human_sd"].to_numpy().astype(float), ctx.a.alpha)
+            by_cat.append({"model_id": m, "field": f, "category": c, "n": sub.height,
+                           "mean_model_sd": float(sub["model_sd"].mean()),
+                           "mean_human_sd": float(sub["human_sd"].mean()),
+                           "r_sd_human_sd": r, "r_low": rlo, "r_high": rhi,
+                           "mean_w1_distribution": float(sub["w1_distribution"].mean())})
+    return main, by_cat
+
+
+def analysis(ctx: AnalysisContext) -> AblationResult:
+    import polars as pl
+
+    from emoface.analysis.common import AblationResult
+    from emoface.analysis.common import fmt as _fmt
+    from emoface.analysis.common import interval_outcome as _outcome
+    from emoface.analysis.common import provenance as _provenance
+
+    if ctx.stimuli().norms is None:
+        raise ValueError(f"A11 needs human norms: stimulus set '{ctx.params.stimuli.set_name}' "
+                         "has no norms.csv")
+    per_image = pl.concat([_per_image(ctx, m) for m in ctx.models])
+    main, by_cat = _summaries(ctx, per_image)
+    table = pl.DataFrame(main)
+    verdicts, outcomes = [], []
+    for r in table.filter(pl.col("field") == "arousal").iter_rows(named=True):
+        o = _outcome(r["r_sd_low"], r["r_sd_high"])
+        outcomes.append(o)
+        verdicts.append(f"{r['model_id']}: within-category r(model SD, human SD) of arousal "
+                        f"{_fmt(r['r_sd_human_sd'])} [{_fmt(r['r_sd_low'])}, "
+                        f"{_fmt(r['r_sd_high'])}] (identity bootstrap; entropy "
+                        f"{_fmt(r['r_entropy_human_sd'])}); mean SD model "
+                        f"{_fmt(r['mean_model_sd'])} vs humans {_fmt(r['mean_human_sd'])}; W1 to "
+                        f"the humans: distribution {_fmt(r['mean_w1_distribution'])}, single "
+                        f"answer {_fmt(r['mean_w1_answer'])}; {r['n_flagged']} images flagged "
+                        f"(digit mass < {ctx.a.digit_mass_threshold:g}) -> {o.replace('_', ' ')}")
+    frames = [ctx.predictions(m) for m in ctx.models]
+    cat_df = pl.DataFrame(by_cat)
+    return AblationResult(
+        "A11", "A11 (rule: model SD rising with human SD within categories, CI above 0 => the "
+        "model's uncertainty mirrors human disagreement): " + "; ".join(verdicts),
+        outcomes[0] if len(set(outcomes)) == 1 else "cannot_tell",
+        tables={"main": table, "by_category": cat_df,
+                "per_image": per_image},
+        plots={"sd_model_vs_human": per_image.filter(~pl.col("flagged")).select(
+            "model_id", "field", "intended", "human_sd", "model_sd")},
+        metrics={"digit_mass_threshold": ctx.a.digit_mass_threshold,
+                 "human_distribution": "discretised normal (norms: mean, SD)",
+                 "category": "intended emotion", "rows": table.to_dicts(),
+                 "by_category": cat_df.to_dicts()},
+        simulated=any(bool(f["simulated"].any()) for f in frames), provenance=_provenance(frames))
+
+
+def figures(result: AblationResult, folder: Path) -> list[Path]:
+    import polars as pl
+
+    from emoface.analysis.figures import new_figure, save
+
+    d = result.plots["sd_model_vs_human"].filter(pl.col("field") == "arousal")
+    models = d["model_id"].unique(maintain_order=True).to_list()
+    fig, axes = new_figure("A11: model SD (digit distribution) vs human SD, arousal",
+                           result.simulated, max(len(models), 1))
+    cats = sorted(d["intended"].unique().to_list())
+    for ax, model in zip(axes, models, strict=False):
+        sub = d.filter(pl.col("model_id") == model)
+        for i, c in enumerate(cats):
+            s = sub.filter(pl.col("intended") == c)
+            ax.scatter(s["human_sd"], s["model_sd"], s=4, alpha=.5, color=f"C{i}", label=c)
+        ax.set(xlabel="human SD (norms)", ylabel="model SD over 1-9", title=model)
+        ax.legend(fontsize=6, markerscale=3)
+    return [save(fig, folder / "sd_model_vs_human.png")]
+
+
+ABLATION = Ablation(
+    id="A11", name="calibration against humans", priority=4, tiers=("extended",),
+    paper_section="the project's own (not in the plan): uncertainty vs human disagreement",
+    hypothesis="Where humans disagree more about an image, the model's digit distribution is "
+               "wider (within an emotion category).",
+    interpretation="Within-category r(model SD, human SD) with its CI above 0 => the model's "
+                   "uncertainty mirrors human disagreement; below 0 => it runs against it.",
+    planned_hours=None, needs="no new calls: the baseline's digit distributions and the norms",
+    work=work, analysis=analysis, figures=figures,
+)

@@ -1,0 +1,107 @@
+"""What an ablation module declares, and the work items it returns.
+
+An ablation is one module in this package that defines ``ABLATION = Ablation(...)``: the plan's
+metadata (id, name, priority, tiers, paper section, hypothesis, interpretation rule, the
+researchers' hour estimate), the work it needs (:attr:`Ablation.work`), its params model (the
+``ablations.<ID>`` section of params.yaml, or none), its analysis and its figures. The registry
+(``emoface.ablations``) lists the modules; everything else asks the registry.
+
+Module bodies stay light (config and conditions only): analysis and figure code import numpy,
+statsmodels, matplotlib and the analysis package inside the functions, so planning a run never
+pays for them and the registry never imports ``emoface.analysis`` (which imports the registry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel
+
+from emoface.inference.conditions import Condition
+from emoface.prompts import calls_per_stimulus
+
+if TYPE_CHECKING:  # only for annotations: importing these here would be circular
+    from emoface.analysis.ablations import AblationResult
+    from emoface.analysis.context import AnalysisContext
+    from emoface.config import Params
+
+BASELINE = Condition()
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One unit of model work: predictions for (set, model, condition) or hidden states."""
+
+    kind: Literal["predictions", "hidden"]
+    stimulus_set: str
+    model_id: str
+    condition: Condition | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        cid = self.condition.condition_id if self.condition else "hidden_states"
+        return (self.kind, self.stimulus_set, self.model_id, cid)
+
+    @property
+    def label(self) -> str:
+        cid = self.condition.condition_id if self.condition else "hidden_states"
+        return f"{self.model_id} {cid} [{self.stimulus_set}]"
+
+    def calls_per_stimulus(self) -> int:
+        if self.condition is None or self.model_id.startswith("fer/"):
+            return 1  # one forward pass: hidden states, or a classifier's prediction
+        return calls_per_stimulus(self.condition.protocol)
+
+
+WorkFn = Callable[["Params", Sequence[str]], list[WorkItem]]
+AnalysisFn = Callable[["AnalysisContext"], "AblationResult"]
+FiguresFn = Callable[["AblationResult", Path], list[Path]]
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One ablation: what the plan says about it, what it needs, computes, draws and reads.
+
+    ``work(params, models)`` returns every work item the analysis reads, its baseline
+    dependency included; ``analysis(ctx)`` returns an ``AblationResult``; ``figures(result,
+    folder)`` writes PNGs and returns their paths; ``params`` is the pydantic model of the
+    ``ablations.<id>`` section of params.yaml (None: the ablation has no parameters).
+    """
+
+    id: str
+    name: str
+    priority: int
+    tiers: tuple[str, ...]
+    paper_section: str
+    hypothesis: str
+    interpretation: str
+    planned_hours: float | None  # the researchers' Mac estimate, for reference (None: not planned)
+    needs: str  # one line: what runs
+    work: WorkFn
+    analysis: AnalysisFn
+    figures: FiguresFn
+    params: type[BaseModel] | None = None
+
+
+def baseline_items(params: Params, models: Sequence[str]) -> list[WorkItem]:
+    """The baseline: every study model, plus the FER classifiers the study compares them with."""
+    s = params.stimuli.set_name
+    return [WorkItem("predictions", s, m, BASELINE)
+            for m in dict.fromkeys([*models, *params.models.fer])]
+
+
+def baseline_only(params: Params, models: Sequence[str]) -> list[WorkItem]:
+    """The work of an ablation that only analyses the baseline's predictions and logits."""
+    return baseline_items(params, models)
+
+
+def predictions(params: Params, models: Sequence[str], conditions: Sequence[Condition],
+                stimulus_set: str | None = None) -> list[WorkItem]:
+    """Prediction work items for every (model, condition) on one stimulus set (default: the
+    study's)."""
+    s = stimulus_set or params.stimuli.set_name
+    return [WorkItem("predictions", s, m, c) for m in models for c in conditions]
+

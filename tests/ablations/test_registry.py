@@ -1,0 +1,104 @@
+"""The ablation registry: every consumer follows it, unknown ids are errors naming the known ones."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from emoface.ablations import (
+    MODULES,
+    build_plan,
+    execution_order,
+    get,
+    params_model,
+    registry,
+    select,
+    tiers,
+)
+from emoface.config import Params, parse_params
+from emoface.errors import ConfigError
+from tests.conftest import REPO
+
+
+def test_every_module_declares_one_ablation():
+    assert len(registry()) == len(MODULES) == 11
+    for aid, a in registry().items():
+        assert a.id == aid and a.hypothesis and a.interpretation and a.tiers
+        assert callable(a.work) and callable(a.analysis) and callable(a.figures)
+
+
+def test_extended_tier_is_complete_plus_a10_a11():
+    t = tiers()
+    assert list(t) == ["minimal", "competitive", "complete", "extended"]
+    assert t["extended"] == (*t["complete"], "A10", "A11")
+    assert execution_order()[-2:] == ("A10", "A11")
+    assert select(tier="extended")[-2:] == ["A10", "A11"]
+    # the project's own ablations are priority 4: --priority 3 is still the plan's complete tier
+    assert set(select(priority=3)) == set(t["complete"])
+
+
+def test_unknown_ids_are_errors_listing_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown ablation 'A12' \(known: A1, A2, .*A10, A11\)"):
+        get("A12")
+    with pytest.raises(ValueError, match=r"A12.*known: A1, .*A11"):
+        select(only=["A5", "A12"])
+    with pytest.raises(ValueError, match="unknown tier 'huge'.*extended"):
+        select(tier="huge")
+
+
+def test_figures_of_an_unknown_result_are_an_error_not_a_no_op(tmp_path):
+    from emoface.analysis.ablations import AblationResult
+    from emoface.analysis.figures import figures_for
+
+    with pytest.raises(ValueError, match="unknown ablation 'A99'"):
+        figures_for(AblationResult("A99", "", "cannot_tell"), tmp_path)
+
+
+def test_params_section_comes_from_the_modules():
+    assert set(params_model().model_fields) == {a.id for a in registry().values() if a.params}
+    with pytest.raises(ConfigError, match=r"ablations\.A3\.repeats"):
+        parse_params({"ablations": {"A3": {"repeats": 0}}})
+    with pytest.raises(ConfigError, match=r"ablations\.A10: unknown key"):
+        parse_params({"ablations": {"A10": {}}})  # A10 has no parameters
+
+
+def test_only_a10_a11_need_nothing_beyond_a3_and_the_baseline():
+    p = Params()
+    models = list(p.models.study)
+    have = {i.key for i in build_plan(p, ["A3"], models).unique}
+    need = {i.key for i in build_plan(p, ["A10", "A11"], models).unique}
+    assert need <= have
+    # A10 reads every T > 0 repeat of A3, and nothing at other temperatures
+    a10 = [i for i in build_plan(p, ["A10"], models).per_ablation["A10"]
+           if i.condition.temperature > 0]
+    assert len(a10) == len(models) * 3 * 3
+
+
+@pytest.mark.parametrize("aid", ["A10", "A11"])
+def test_new_ablations_are_named_in_at_most_two_production_files(aid):
+    pattern = re.compile(rf"\b({aid}|{aid.lower()}_\w+)\b")
+    named = sorted(f.relative_to(REPO).as_posix()
+                   for folder in ("emoface", "flows", "tasks", "schemas")
+                   for f in (REPO / folder).rglob("*.py") if pattern.search(f.read_text()))
+    module = next(m for m in MODULES if m.startswith(aid.lower() + "_"))
+    assert named == sorted([f"emoface/ablations/{module}.py", "emoface/ablations/__init__.py"])
+
+
+def test_dvc_analyses_stage_lists_every_registered_ablation():
+    """dvc.yaml cannot loop over the registry, so this keeps its hand-written lists complete."""
+    import yaml
+
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["analyses"]
+    outs = set(stage["outs"])
+    metrics = set(stage["metrics"])
+    plots = {next(iter(p)) if isinstance(p, dict) else p for p in stage["plots"]}
+    missing = []
+    for aid in ["baseline", *registry()]:
+        folder = f"data/results/{aid}"
+        missing += [p for p in (f"{folder}/tables", f"{folder}/figures") if p not in outs]
+        missing += [f"{folder}/metrics.json"] if f"{folder}/metrics.json" not in metrics else []
+        if not any(p == f"{folder}/plots" or p.startswith(f"{folder}/plots/") for p in plots):
+            missing.append(f"{folder}/plots")
+    assert not missing, f"dvc.yaml's analyses stage lacks: {', '.join(missing)}"
+    assert "--tier extended" in stage["cmd"]  # the largest tier: every registered ablation
