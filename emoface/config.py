@@ -167,6 +167,15 @@ class AnalysisParams(_Frozen):
     digit_mass_threshold: float = Field(0.5, ge=0, le=1)
 
 
+class ExecutionParams(_Frozen):
+    """Where inference batches run. ``dask: null`` = threads in the flow process (the default);
+    ``dask: tcp://HOST:8786`` = Ollama and MLX batches on that Dask cluster. Neither changes a
+    result, so DVC does not list this section."""
+
+    dask: str | None = Field(None, pattern=r"^(tcp|tls|inproc|ucx)://.+")
+    worker_timeout_s: float = Field(60.0, gt=0)  # a cluster with no (suitable) worker fails then
+
+
 class Params(_Frozen):
     """Everything in params.yaml, one section per stage."""
 
@@ -177,6 +186,7 @@ class Params(_Frozen):
     models: ModelsParams = ModelsParams()
     ablations: AblationsParams = AblationsParams()
     analysis: AnalysisParams = AnalysisParams()
+    execution: ExecutionParams = ExecutionParams()
 
 
 def _format_validation_error(path: Path, err: ValidationError) -> str:

@@ -7,6 +7,7 @@ are I/O-bound for servers; the mlx backend runs one at a time). Rows come back i
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -110,6 +111,8 @@ def rate_stimulus(
         "backend_version": info.backend_version,
         "quantization": info.quantization,
         "simulated": info.simulated,
+        # which host served it; a Dask worker overwrites this with its address (inference.remote)
+        "served_by": str(info.extra.get("host") or socket.gethostname()),
         "stimulus_id": stimulus.stimulus_id,
         "stimulus_sha256": stimulus.sha256,
         "prompt_version": condition.prompt_version,

@@ -116,7 +116,8 @@ class PredictionStore:
             files = [f for f in files if int(f.stem[1:]) < n_batches]
         if not files:
             raise DataError("no prediction batches found", file=folder)
-        df = pl.concat([pl.read_parquet(f) for f in files], how="vertical").drop("batch_key")
+        # diagonal: batches stored before the optional served_by column existed still concatenate
+        df = pl.concat([pl.read_parquet(f) for f in files], how="diagonal").drop("batch_key")
         return validate(df, predictions_schema(emotions), file=folder)
 
     def read_logits(self, folder: Path) -> dict[str, np.ndarray]:
