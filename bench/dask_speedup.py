@@ -15,7 +15,7 @@ Reports ratios measured in this one run (never timed assertions in tests):
 * run 2's calls per second while the servers were busy (first request to last answer) over the
   two servers' combined capacity / latency (target >= 0.85 x).
 
-    python bench/dask_speedup.py [--latency 0.05] [--capacity 4] [--json]
+    python bench/dask_speedup.py [--latency 0.05] [--capacity 4] [--identities-per-cell 60] [--json]
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = "ollama/gemma3:4b"
 
 
-def _params(folder: Path, capacity: int) -> Path:
+def _params(folder: Path, capacity: int, identities: int) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["inference"]["ollama"].update(concurrency=capacity)
+    params["stimuli"]["identities_per_cell"] = identities
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -61,17 +62,18 @@ def _busy_window(servers, latency: float) -> tuple[int, float]:
     return len(times), times[-1] + latency - times[0]
 
 
-def _stimuli(tmp: Path, data: Path) -> None:
+def _stimuli(params: Path, data: Path) -> None:
     """Generate the embedded set once; both runs read a copy (neither pays for it)."""
     subprocess.run([sys.executable, "-m", "emoface", "stimuli", "generate", "--params",
-                    str(ROOT / "params.yaml"), "--data", str(data)], cwd=ROOT, check=True,
-                   capture_output=True)
+                    str(params), "--data", str(data)], cwd=ROOT, check=True, capture_output=True)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--latency", type=float, default=0.05)
     ap.add_argument("--capacity", type=int, default=4)
+    ap.add_argument("--identities-per-cell", type=int, default=60,
+                    help="60 = the full 1,440 stimuli; fewer for a quick look")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -81,8 +83,8 @@ def main() -> int:
     from tests.fake_ollama import FakeOllama
 
     tmp = Path(tempfile.mkdtemp(prefix="emoface-dask-bench-"))
-    params = _params(tmp / "cfg", args.capacity)
-    _stimuli(tmp, tmp / "stimuli-src")
+    params = _params(tmp / "cfg", args.capacity, args.identities_per_cell)
+    _stimuli(params, tmp / "stimuli-src")
     datas = {}
     for name in ("one", "two"):
         datas[name] = tmp / name / "data"
