@@ -197,6 +197,15 @@ class AnalysisParams(_Frozen):
     entropy_floor: float = Field(0.05, ge=0)
 
 
+class ExecutionParams(_Frozen):
+    """Where inference batches run. ``dask: null`` = threads in the flow process (the default);
+    ``dask: tcp://HOST:8786`` = Ollama and MLX batches on that Dask cluster. Neither changes a
+    result, so DVC does not list this section."""
+
+    dask: str | None = Field(None, pattern=r"^(tcp|tls|inproc|ucx)://.+")
+    worker_timeout_s: float = Field(60.0, gt=0)  # a cluster with no (suitable) worker fails then
+
+
 class Params(_Frozen):
     """Everything in params.yaml, one section per stage."""
 
@@ -209,6 +218,7 @@ class Params(_Frozen):
     # (emoface.ablations.params_model), whose modules hold each section's model
     ablations: Any = Field(default_factory=lambda: _ablations_model()())
     analysis: AnalysisParams = AnalysisParams()
+    execution: ExecutionParams = ExecutionParams()
 
     @model_validator(mode="after")
     def _distinct_sets(self) -> Params:

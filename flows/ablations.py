@@ -4,6 +4,7 @@
     python flows/ablations.py --tier complete         # minimal | competitive | complete | extended
     python flows/ablations.py --only A5,A8 --models ollama/gemma3:4b
     python flows/ablations.py --tier complete --dry-run [--json]
+    python flows/ablations.py --tier complete --dask tcp://SCHEDULER:8786   # on a Dask cluster
 
 One Prefect flow run per invocation (a subflow for the baseline and per ablation, tasks per
 inference batch and per analysis). Exit status 0 only when every selected ablation completed; a
@@ -36,6 +37,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--models", help="comma-separated backend/model ids (default: params.yaml)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan; run nothing")
     ap.add_argument("--json", action="store_true", help="print the plan / run summary as JSON")
+    ap.add_argument("--dask", metavar="ADDRESS",
+                    help="run Ollama/MLX inference batches on this Dask scheduler, e.g. "
+                         "tcp://HOST:8786 (default: execution.dask in params.yaml; README: More "
+                         "than one machine)")
     ap.add_argument("--stage", choices=["all", "inference", "analyses"], default="all")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--data", type=Path, default=Path("data"))
@@ -157,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         params = load_params(args.params)
+        if args.dask:
+            if "://" not in args.dask:
+                raise ValueError(f"--dask {args.dask!r}: give the scheduler address, "
+                                 "e.g. tcp://HOST:8786")
+            params = params.model_copy(update={"execution": params.execution.model_copy(
+                update={"dask": args.dask})})
         ids = select(priority=args.priority, tier=args.tier,
                      only=args.only.split(",") if args.only else None)
         models = args.models.split(",") if args.models else list(params.models.study)

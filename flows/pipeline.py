@@ -20,6 +20,7 @@ from emoface.inference.engine import (
     plan_hidden_states,
     run_hidden_states,
 )
+from emoface.inference.remote import ModelDigestMismatch, cluster_backend
 from emoface.inference.service import resolve_labels
 from emoface.inference.store import HiddenStateStore, PredictionStore
 from emoface.paths import DataPaths
@@ -27,6 +28,7 @@ from emoface.stimuli.datasets import build_real_faces
 from emoface.stimuli.generate import generate_stimulus_set
 from emoface.stimuli.store import StimulusSet, load_stimulus_set
 from tasks.analysis import analysis_task, report_task
+from tasks.cluster import Cluster, ClusterError, ClusterModel
 from tasks.inference import inference_batch
 from tasks.record import HOOKS
 
@@ -52,7 +54,16 @@ class _Backends:
                                                     self.params.study)
         return self.sets[set_name]
 
-    def get(self, model_id: str, set_name: str) -> Backend:
+    def get(self, model_id: str, set_name: str, *, remote: bool = True) -> Backend:
+        """The model's backend; with a cluster (``--dask``), Ollama/MLX prediction batches get a
+        :class:`~tasks.cluster.ClusterModel` whose provenance comes from a worker."""
+        cluster = _RUN.get("cluster")
+        if remote and cluster is not None and cluster_backend(model_id):
+            key = (model_id, "cluster")
+            if key not in self.cache:
+                self.cache[key] = cluster.model(model_id, self.params.inference,
+                                                self.params.study.emotions)
+            return self.cache[key]
         key = (model_id, set_name)
         if key not in self.cache:
             self.cache[key] = make_backend(model_id, self.params.inference,
@@ -96,7 +107,7 @@ def run_items(items: list[WorkItem], backends: _Backends, params: Params, data: 
     logger = get_run_logger()
     store, calls = PredictionStore(data.root), 0
     for item in items:
-        backend = backends.get(item.model_id, item.stimulus_set)
+        backend = backends.get(item.model_id, item.stimulus_set, remote=item.kind != "hidden")
         if item.kind == "hidden":
             hplan = plan_hidden_states(backend, backends.stimuli(item.stimulus_set),
                                        HiddenStateStore(data.root), params.study.emotions,
@@ -109,6 +120,11 @@ def run_items(items: list[WorkItem], backends: _Backends, params: Params, data: 
                                 params.study.emotions)
         specs = plan_condition(backend, ss, item.condition, item.condition.options(params.inference),
                                store, batch_size=params.inference.batch_size, labels=labels)
+        if isinstance(backend, ClusterModel):  # compute on the workers, commit here
+            calls += _RUN["cluster"].run_specs(backend, specs, store, params.inference,
+                                               params.study.emotions, context)
+            logger.info("%s: %s done", context, item.label)
+            continue
         store.sweep(specs[0].folder)
         # One verification per batch here; a task run only for a batch that needs calls (a
         # no-change re-run starts no task at all).
@@ -143,12 +159,19 @@ def _batch_calls(spec, future, context: str) -> int:
     return (state.result() or {}).get("calls", 0)
 
 
-_RUN: dict[str, _Backends] = {}
+_RUN: dict = {}  # "backends": _Backends, "cluster": Cluster (with --dask) for one flow run
+
+
+def _run_backends() -> _Backends:
+    """This run's backends. The flow bodies call this instead of reading ``_RUN``: Prefect sends
+    a flow's function by value with each task on a Dask worker, and ``_RUN`` holds live
+    connections that must not travel with it."""
+    return _RUN["backends"]
 
 
 @flow(name="baseline", flow_run_name="baseline | {models_label}")
 def baseline_flow(items: list[WorkItem], params: Params, data_root: str, models_label: str) -> int:
-    return run_items(items, _RUN["backends"], params, DataPaths(Path(data_root)), "baseline")
+    return run_items(items, _run_backends(), params, DataPaths(Path(data_root)), "baseline")
 
 
 @flow(name="ablation", flow_run_name="{ablation_id} {name}")
@@ -158,7 +181,7 @@ def ablation_flow(ablation_id: str, name: str, items: list[WorkItem], params: Pa
     if inference:
         for s in sorted({i.stimulus_set for i in items}):
             stimuli_task(params, data_root, s)
-        calls = run_items(items, _RUN["backends"], params, DataPaths(Path(data_root)),
+        calls = run_items(items, _run_backends(), params, DataPaths(Path(data_root)),
                           ablation_id)
     summary = {"ablation": ablation_id, "calls": calls}
     if analyses:
@@ -175,7 +198,10 @@ def ablations_flow(plan: Plan, params: Params, data_root: str, selection: str,
     _RUN["backends"] = _Backends(params, data)
     failures, summaries, calls = [], [], 0
     base = baseline_items(params, plan.models)
+    cluster = Cluster(params.execution) if params.execution.dask and inference else None
     try:
+        if cluster is not None:
+            _RUN["cluster"] = cluster.__enter__()
         if inference:
             stimuli_task(params, data_root, params.stimuli.set_name)
             calls += baseline_flow(base, params, data_root, ",".join(plan.models))
@@ -187,6 +213,8 @@ def ablations_flow(plan: Plan, params: Params, data_root: str, selection: str,
                                   data_root, plan.models, inference, analyses)
                 calls += s["calls"]
                 summaries.append(s)
+            except (ModelDigestMismatch, ClusterError):
+                raise  # different weights / no cluster: no later ablation may run either
             except Exception as err:  # noqa: BLE001 - every ablation gets its chance; reported below
                 logger.error("%s failed: %s", aid, err)
                 failures.append({"ablation": aid, "error": str(err)})
@@ -196,6 +224,8 @@ def ablations_flow(plan: Plan, params: Params, data_root: str, selection: str,
             report_task(data_root, plan.ablations, files)
     finally:
         _RUN.pop("backends").close()
+        if _RUN.pop("cluster", None) is not None:
+            cluster.__exit__(None, None, None)
     result = {"calls": calls, "ablations": summaries, "failures": failures}
     if failures:
         raise RunFailure("; ".join(f"{f['ablation']}: {f['error']}" for f in failures))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import Optional
 
 import pandera.polars as pa
 import polars as pl
@@ -28,6 +29,9 @@ class PredictionsSchema(pa.DataFrameModel):
     backend_version: str
     quantization: str
     simulated: bool
+    # the host that served the row (Ollama URL / Dask worker address); optional so batches stored
+    # before the column existed still read
+    served_by: Optional[str] = pa.Field(nullable=True)  # noqa: UP045 - pandera reads Optional
     stimulus_id: str
     stimulus_sha256: str = pa.Field(str_matches=r"^[0-9a-f]{64}$")
     prompt_version: str

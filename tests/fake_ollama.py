@@ -171,6 +171,7 @@ class FakeOllama:
             def do_POST(self):
                 body = self._body()
                 body["_path"] = self.path
+                body["_t"] = time.monotonic()  # arrival time (benchmarks: calls per second)
                 with fake._lock:
                     fake.requests.append(body)
                 if self.path == "/api/show":

@@ -12,6 +12,7 @@ asks only for the conversations still missing.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -130,6 +131,8 @@ def rate_stimulus(
         "backend_version": info.backend_version,
         "quantization": info.quantization,
         "simulated": info.simulated,
+        # which host served it; a Dask worker overwrites this with its address (inference.remote)
+        "served_by": str(info.extra.get("host") or socket.gethostname()),
         "stimulus_id": stimulus.stimulus_id,
         "stimulus_sha256": stimulus.sha256,
         "prompt_version": condition.prompt_version,

@@ -168,7 +168,7 @@ class PredictionStore:
             raise DataError(f"the recorded plan has {len(indices)} batches, expected {n_batches}; "
                             "run the inference again", file=folder)
         df = pl.concat([pl.read_parquet(self.batch_file(folder, i, "parquet")) for i in indices],
-                       how="vertical").drop("batch_key")
+                       how="diagonal").drop("batch_key")  # older batches lack served_by
         return validate(df, predictions_schema(emotions), file=folder)
 
     def read_logits(self, folder: Path) -> dict[str, np.ndarray]:

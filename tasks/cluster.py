@@ -1,0 +1,281 @@
+"""Inference batches on a Dask cluster, through Prefect's Dask task runner (``prefect-dask``).
+
+``--dask ADDRESS`` / ``execution.dask``: the flow process keeps planning, the store, analyses and
+the report; the *compute* half of each Ollama/MLX batch (:func:`compute_batch_task`, a Prefect
+task, retried on transient errors like the local one) runs on a worker, and the *commit* half
+(validation and the atomic write) runs here, in the flow process, which alone writes ``data/``.
+
+Distribution is Dask's: this module only keeps enough batches in flight (a window per worker) so
+every worker's server stays busy, restricts a model to workers that declared its resource
+(``ollama``/``mlx``, when any worker declares it) and gives up with a clear message when no
+suitable worker is present for ``execution.worker_timeout_s``. A worker that dies has its batches
+re-run by Dask elsewhere; nothing reaches the store until the flow commits a whole batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from prefect import task
+from prefect.tasks import exponential_backoff
+
+from emoface.backends.base import ModelInfo
+from emoface.config import ExecutionParams, InferenceParams
+from emoface.errors import EmofaceError
+from emoface.inference.engine import BatchSpec
+from emoface.inference.remote import (
+    ComputedBatch,
+    ModelDigestMismatch,
+    RemoteBatch,
+    ServedModel,
+    compute_batch,
+    describe_model,
+    pack_stimuli,
+)
+from emoface.inference.store import PredictionStore
+from tasks import progress, record
+from tasks.inference import retry_transient_only
+
+#: share of a worker's ``ollama`` resource one batch takes: a worker started with
+#: ``--resources ollama=1`` runs up to 8 Ollama batches at once (its backend's limiter still caps
+#: the calls to its server at the worker's concurrency); MLX batches take the whole ``mlx=1``.
+RESOURCE_SHARE = {"ollama": 0.125, "mlx": 1.0}
+#: batches in flight per eligible worker: one computing, the next ones queued behind it so the
+#: server never idles while a finished batch travels back and is committed.
+IN_FLIGHT_PER_WORKER = 3
+
+
+class ClusterError(EmofaceError):
+    """The cluster cannot run the work (unreachable scheduler, no suitable worker)."""
+
+
+@task(
+    name="inference-batch-remote",
+    task_run_name="{batch.model_id} | {batch.condition.condition_id} | remote b{batch.index}",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_condition_fn=retry_transient_only,
+    persist_result=False,
+)
+def compute_batch_task(batch: RemoteBatch) -> ComputedBatch:
+    """The compute half of a batch, on a Dask worker: rows and logits, nothing written."""
+    return compute_batch(batch)
+
+
+class ClusterModel:
+    """Stands for a model served by the cluster's workers in the flow process: planning needs
+    only its provenance (:attr:`info`), taken from the first worker that answered."""
+
+    def __init__(self, served: ServedModel) -> None:
+        self.served = served
+        self.info: ModelInfo = served.info  # type: ignore[assignment]
+
+    def close(self) -> None:
+        """Nothing to release here: the backends live in the workers."""
+
+
+class Cluster:
+    """A connection to a Dask scheduler for one flow run (open it with ``with``)."""
+
+    def __init__(self, execution: ExecutionParams) -> None:
+        if not execution.dask:
+            raise ValueError("Cluster needs execution.dask (a scheduler address)")
+        self.address = execution.dask
+        self.timeout_s = execution.worker_timeout_s
+        self.runner = None
+
+    def __enter__(self) -> Cluster:
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError:
+            raise ClusterError('--dask needs prefect-dask: pip install -e ".[dask]"') from None
+        self.runner = DaskTaskRunner(address=self.address,
+                                     client_kwargs={"timeout": f"{self.timeout_s}s"})
+        try:
+            self.runner.__enter__()
+            self.client  # connects now, so an unreachable scheduler fails here  # noqa: B018
+        except (OSError, TimeoutError) as err:
+            self.runner = None
+            raise ClusterError(
+                f"cannot reach the Dask scheduler at {self.address} within {self.timeout_s:g} s "
+                f"({type(err).__name__}); start it with `dask scheduler` on that machine, or "
+                "drop --dask / execution.dask to run here") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.runner is not None:
+            self.runner.__exit__(*exc)
+            self.runner = None
+
+    @property
+    def client(self):
+        return self.runner.client
+
+    # --- workers -------------------------------------------------------------------------
+    def resources(self, model_id: str) -> dict[str, float] | None:
+        """The resource a batch of ``model_id`` takes, when some worker declares it."""
+        kind = model_id.partition("/")[0]
+        declared = any(kind in (w.get("resources") or {}) for w in self._workers().values())
+        return {kind: RESOURCE_SHARE[kind]} if declared and kind in RESOURCE_SHARE else None
+
+    def _workers(self) -> dict:
+        return self.client.scheduler_info(n_workers=-1)["workers"] if _takes_n_workers(
+            self.client) else self.client.scheduler_info()["workers"]
+
+    def eligible_workers(self, model_id: str) -> int:
+        need = self.resources(model_id)
+        workers = self._workers().values()
+        if not need:
+            return len(workers)
+        (kind, share), = need.items()
+        return sum(1 for w in workers if (w.get("resources") or {}).get(kind, 0) >= share)
+
+    def wait_for_workers(self, model_id: str) -> int:
+        """Block until a worker able to run ``model_id`` is present; fail after the timeout."""
+        deadline = time.monotonic() + self.timeout_s
+        while (n := self.eligible_workers(model_id)) == 0:
+            if time.monotonic() > deadline:
+                kind = model_id.partition("/")[0]
+                raise ClusterError(
+                    f"no Dask worker able to run {model_id} joined {self.address} within "
+                    f"{self.timeout_s:g} s; start one on each machine with its model server: "
+                    f"`dask worker {self.address}` (with --resources \"{kind}=1\" when other "
+                    f"workers declare {kind}), or raise execution.worker_timeout_s")
+            time.sleep(0.5)
+        return n
+
+    # --- work ----------------------------------------------------------------------------
+    def model(self, model_id: str, inference: InferenceParams,
+              emotions: Sequence[str]) -> ClusterModel:
+        """Ask one suitable worker for the model's provenance (its server's digest)."""
+        self.wait_for_workers(model_id)
+        fut = self.client.submit(describe_model, model_id, inference, tuple(emotions),
+                                 resources=self.resources(model_id), pure=False)
+        try:
+            served = fut.result(timeout=self.timeout_s + inference.ollama.timeout_s)
+        except EmofaceError:
+            raise
+        except TimeoutError:
+            raise ClusterError(f"no Dask worker answered for {model_id} within "
+                               f"{self.timeout_s + inference.ollama.timeout_s:g} s") from None
+        return ClusterModel(served)
+
+    def run_specs(self, model: ClusterModel, specs: Sequence[BatchSpec], store: PredictionStore,
+                  inference: InferenceParams, emotions: Sequence[str], context: str) -> int:
+        """Compute the missing batches on the cluster and commit each here; returns the calls."""
+        todo = [s for s in specs if not store.is_done(s.folder, s.index, s.key)]
+        for s in specs:
+            if s not in todo:
+                progress.advance(len(s.stimuli))
+        if not todo:
+            return 0
+        store.sweep(todo[0].folder)
+        running: dict = {}
+        try:
+            with _api_for_workers():
+                return self._run(model, todo, running, store, inference, emotions, context)
+        finally:
+            for dask_future in running:  # a failed run leaves no work behind on the workers
+                dask_future.cancel()
+
+    def _run(self, model: ClusterModel, queue: list[BatchSpec], running: dict,
+             store: PredictionStore, inference: InferenceParams, emotions: Sequence[str],
+             context: str) -> int:
+        from distributed import wait
+        from prefect_dask.task_runners import PrefectDaskFuture
+
+        model_id, calls = model.info.model_id, 0
+        resources = self.resources(model_id)
+        last_seen_worker = time.monotonic()
+        while queue or running:
+            window = max(1, self.eligible_workers(model_id)) * IN_FLIGHT_PER_WORKER
+            while queue and len(running) < window:
+                spec = queue.pop(0)
+                batch = RemoteBatch(model_id, inference, tuple(emotions), spec.condition,
+                                    spec.options, spec.index, spec.key, pack_stimuli(spec.stimuli),
+                                    spec.labels, model.info.digest, model.served.served_by)
+                dask_future = self.client.submit(
+                    compute_batch_task, parameters={"batch": batch}, wait_for=None,
+                    dependencies=None, return_type="state", resources=resources)
+                fut = PrefectDaskFuture(wrapped_future=dask_future,
+                                        task_run_id=dask_future.task_run_id)
+                record.launched.add(str(fut.task_run_id))
+                running[dask_future] = (spec, fut)
+            try:
+                with self.client.as_current():  # the runner's client is not the process default
+                    done, _ = wait(list(running), timeout=2.0, return_when="FIRST_COMPLETED")
+            except TimeoutError:  # none finished within the poll interval
+                done = set()
+            if self.eligible_workers(model_id):
+                last_seen_worker = time.monotonic()
+            elif time.monotonic() - last_seen_worker > self.timeout_s:
+                raise ClusterError(
+                    f"{context}: every Dask worker able to run {model_id} left {self.address} and "
+                    f"none came back within {self.timeout_s:g} s; {len(queue) + len(running)} "
+                    "batch(es) not run. Start a worker and run the same command again.")
+            for dask_future in done:
+                spec, fut = running.pop(dask_future)
+                calls += self._commit(spec, fut, store, emotions, context)
+        return calls
+
+    @staticmethod
+    def _commit(spec: BatchSpec, fut, store: PredictionStore, emotions: Sequence[str],
+                context: str) -> int:
+        """The commit half: take a computed batch and write it (flow process only)."""
+        fut.wait()
+        state = fut.state
+        if not state.is_completed():
+            try:
+                state.result()
+            except ModelDigestMismatch:
+                raise
+            except Exception as err:  # noqa: BLE001 - re-raised with where it happened
+                raise BatchFailed(
+                    f"{context}: batch b{spec.index:04d} of {spec.model_id} / "
+                    f"{spec.condition.condition_id} [{spec.stimulus_set}] failed on the cluster: "
+                    f"{err}. Fix the cause and run the same command again: finished batches are "
+                    "kept and only the missing ones run.") from err
+            raise BatchFailed(f"{context}: batch b{spec.index:04d} of {spec.model_id} ended "
+                              f"{state.type.value} on the cluster; run the same command again")
+        computed: ComputedBatch = state.result()
+        if computed.key != spec.key:  # never expected: a worker answers the batch it was given
+            raise BatchFailed(f"{context}: batch b{spec.index:04d} came back for another key")
+        store.write_batch(spec.folder, spec.index, spec.key, computed.rows, computed.records,
+                          emotions, plan_key=spec.plan_key)
+        progress.advance(len(spec.stimuli))
+        return computed.calls
+
+
+@contextmanager
+def _api_for_workers() -> Iterator[None]:
+    """Make the Prefect API this process reports to explicit in the context sent with each task.
+
+    Without ``PREFECT_API_URL`` this process runs a temporary server on 127.0.0.1; workers on
+    this machine can report there (their task runs then appear under the flow run as usual).
+    Workers on other machines need ``PREFECT_API_URL`` pointing at a ``prefect server start``
+    they can reach (README: More than one machine)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the process's temporary server (a singleton)
+    if not server.running:
+        yield
+        return
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        yield
+
+
+class BatchFailed(EmofaceError):
+    """A batch failed on the cluster; the message says which and how to resume."""
+
+
+def _takes_n_workers(client) -> bool:
+    import inspect
+
+    return "n_workers" in inspect.signature(client.scheduler_info).parameters

@@ -1,0 +1,77 @@
+"""A Dask cluster on loopback for tests and benchmarks: `dask scheduler` plus one `dask worker`
+per Ollama host (each worker's OLLAMA_HOST), as separate processes, all stopped on exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def local_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """This environment without a Prefect API or Ollama host, Prefect state under ``tmp``."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PREFECT_API") and k != "OLLAMA_HOST"}
+    env.update(PREFECT_HOME=str(tmp / "prefect-home"), DO_NOT_TRACK="1",
+               PREFECT_RESULTS_LOCAL_STORAGE_PATH=str(tmp / "prefect-results"),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               # Shared CI machines here run at load 20 on 2 cores: a worker's event loop was seen
+               # stalled for 40 s, past Dask's 30 s TCP timeout, and the scheduler dropped it.
+               DASK_DISTRIBUTED__COMM__TIMEOUTS__TCP="300s",
+               DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="120s", **extra)
+    return env
+
+
+@contextmanager
+def dask_cluster(tmp: Path, worker_hosts: list[str], *, nthreads: int = 4,
+                 env: dict[str, str] | None = None) -> Iterator[tuple[str, list[subprocess.Popen]]]:
+    """Yield the scheduler address and the worker processes (one per Ollama host)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    sched_file = tmp / "scheduler.json"
+    procs: list[subprocess.Popen] = []
+    logs = tmp / "dask-logs"
+    logs.mkdir(exist_ok=True)
+
+    def start(args: list[str], name: str, **extra: str) -> subprocess.Popen:
+        with open(logs / f"{name}.log", "w") as out:
+            p = subprocess.Popen([sys.executable, "-m", *args], cwd=tmp,
+                                 env={**local_env(tmp, **extra), **(env or {})},
+                                 stdout=out, stderr=subprocess.STDOUT)
+        procs.append(p)
+        return p
+
+    try:
+        start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+               "--no-dashboard", "--scheduler-file", str(sched_file)], "scheduler")
+        deadline = time.monotonic() + 60
+        while not sched_file.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError((logs / "scheduler.log").read_text())
+            time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        workers = [start(["distributed.cli.dask_worker", address, "--host", "127.0.0.1",
+                          "--nthreads", str(nthreads), "--no-nanny", "--no-dashboard",
+                          "--name", f"w{i}", "--local-directory", str(tmp / f"w{i}")],
+                         f"worker{i}", OLLAMA_HOST=host)
+                   for i, host in enumerate(worker_hosts)]
+        if worker_hosts:
+            from distributed import Client
+
+            with Client(address, timeout="60s") as client:
+                client.wait_for_workers(len(worker_hosts), timeout=90)
+        yield address, workers
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
