@@ -88,6 +88,9 @@ class SimulatedParams(_Frozen):
 
 class MlxParams(_Frozen):
     top_k: int = Field(50, ge=1, le=1000)
+    # first-turn KV states kept for conversations that share the image and first question
+    # (0 = every conversation prefills its own first turn)
+    share_first_turn: int = Field(4, ge=0)
 
 
 class InferenceParams(_Frozen):
