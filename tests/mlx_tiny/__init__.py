@@ -26,3 +26,30 @@ def build_tiny(arch: str, path: Path, **kwargs) -> Path:
 def build_tiny_gemma3(path: Path, *, seed: int = 0, answerer: bool = True) -> Path:
     """The tiny Gemma3 with single-token digits (what the rest of the suite uses)."""
     return gemma3.build(path, seed=seed, answerer=answerer)
+
+
+def cached_tiny(arch: str, root: Path, **kwargs) -> Path:
+    """Build once per builder source and mlx-vlm version under ``root`` (the pytest cache when
+    available); a half-written directory is never used (built aside, then renamed)."""
+    import hashlib
+    import shutil
+
+    import mlx_vlm
+
+    here = Path(__file__).parent
+    h = hashlib.sha256(mlx_vlm.__version__.encode())
+    for f in sorted(here.glob("*.py")):
+        h.update(f.read_bytes())
+    h.update(repr(sorted(kwargs.items())).encode())
+    tag = "-".join(f"{v}" for _, v in sorted(kwargs.items()))
+    final = root / f"{arch}-{tag}-{h.hexdigest()[:12]}"
+    if (final / "model.safetensors").exists():
+        return final
+    work = root / f".{final.name}.building"
+    shutil.rmtree(work, ignore_errors=True)
+    build_tiny(arch, work, **kwargs)
+    try:
+        work.rename(final)
+    except OSError:  # built concurrently by another session: use theirs
+        shutil.rmtree(work, ignore_errors=True)
+    return final

@@ -8,8 +8,9 @@ study's prompt vocabulary, the chat template and the processor configs.
 Two tokenizer variants (``digits``):
 
 * ``"merged"``: the digits 1-9 are single tokens and no space-prefixed digit exists;
-* ``"spaced"``: the corpus also has " 1" .. " 9", so the byte-level BPE learns space-prefixed digit
-  tokens ("Ġ7") besides "7": a rating can be generated as either, and the backend must merge both.
+* ``"spaced"``: the corpus also has " 1" .. " 9", so the BPE learns space-prefixed digit tokens
+  ("Ġ7", or "▁7" for Gemma) besides "7": a rating can be generated as either, and the backend must
+  merge both.
 """
 
 from __future__ import annotations
@@ -41,15 +42,27 @@ def prompt_corpus(digits: Digits) -> list[str]:
     return corpus * 20
 
 
-def train_tokenizer(path: Path, special: Sequence[str], digits: Digits) -> None:
-    """A byte-level BPE on the prompt vocabulary; ``special`` are added as special tokens first."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def train_tokenizer(path: Path, special: Sequence[str], digits: Digits,
+                    style: Literal["bytelevel", "spm"] = "bytelevel") -> None:
+    """A BPE on the prompt vocabulary; ``special`` are added as special tokens first. ``bytelevel``
+    (GPT-2/Llama-3/Qwen style, space = "Ġ") or ``spm`` (Gemma style: space = "▁", byte fallback,
+    the pipeline transformers' GemmaTokenizer rebuilds)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
+    if style == "spm":
+        tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+        tok.normalizer = normalizers.Replace(" ", "▁")
+        tok.pre_tokenizer = pre_tokenizers.Split(pattern="▁", behavior="merged_with_next")
+        tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                         decoders.Fuse()])
+        alphabet = [chr(c) for c in range(32, 127)] + ["▁"]
+    else:
+        tok = Tokenizer(models.BPE(unk_token=None))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
     trainer = trainers.BpeTrainer(vocab_size=420, special_tokens=list(special),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+                                  initial_alphabet=alphabet)
     tok.train_from_iterator(prompt_corpus(digits), trainer)
     tok.save(str(path / "tokenizer.json"))
 
@@ -76,7 +89,7 @@ def answer_token_ids(path: Path) -> list[int]:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(path / "tokenizer.json"))
-    words = [*(str(d) for d in range(1, 10)), *(f"Ġ{d}" for d in range(1, 10)),
+    words = [*(str(d) for d in range(1, 10)), *(f"{sp}{d}" for d in range(1, 10) for sp in "Ġ▁"),
              *DEFAULT_EMOTIONS, *(e.capitalize() for e in DEFAULT_EMOTIONS)]
     return [i for w in words if (i := tok.token_to_id(w)) is not None]
 

@@ -36,7 +36,7 @@ CHAT_TEMPLATE = (
 def build(path: Path, *, seed: int = 0, answerer: bool = True, digits: Digits = "merged",
           sliding_window: int = 512) -> Path:
     path.mkdir(parents=True, exist_ok=True)
-    train_tokenizer(path, SPECIAL, digits)
+    train_tokenizer(path, SPECIAL, digits, style="spm")
     ids = token_ids(path, SPECIAL)
     vocab = vocab_size(path)
     text_config = {
