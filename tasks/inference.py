@@ -70,3 +70,22 @@ def inference_batch(backend: Backend, spec: BatchSpec, data_root: str,
     if calls == 0:
         progress.advance(len(spec.stimuli))
     return {"batch": spec.index, "calls": calls, "stimuli": len(spec.stimuli)}
+
+
+@task(
+    **HOOKS,
+    name="inference-image-major",
+    task_run_name="{label}",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_condition_fn=retry_transient_only,
+)
+def inference_group(backend: Backend, group: list[BatchSpec], data_root: str,
+                    emotions: Sequence[str], label: str) -> dict:
+    """Batches of several conditions that share a first turn, run image-major
+    (:mod:`emoface.inference.shared`); each is stored as its own batch, so the per-batch tasks
+    that follow find them stored."""
+    from emoface.inference.shared import run_group
+
+    calls = run_group(backend, group, PredictionStore(Path(data_root)), emotions)
+    return {"batches": len(group), "calls": calls}

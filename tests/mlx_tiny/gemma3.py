@@ -34,7 +34,11 @@ CHAT_TEMPLATE = (
 
 
 def build(path: Path, *, seed: int = 0, answerer: bool = True, digits: Digits = "merged",
-          sliding_window: int = 512) -> Path:
+          sliding_window: int = 512, image_tokens: int = MM_TOKENS) -> Path:
+    """``image_tokens`` (a perfect square): 16 by default; 256 as in the real Gemma3 (patch 4)."""
+    side = int(round(image_tokens**0.5))
+    if side * side != image_tokens or IMAGE_SIZE % side:
+        raise ValueError(f"image_tokens must be a square whose root divides {IMAGE_SIZE}")
     path.mkdir(parents=True, exist_ok=True)
     train_tokenizer(path, SPECIAL, digits, style="spm")
     ids = token_ids(path, SPECIAL)
@@ -44,18 +48,18 @@ def build(path: Path, *, seed: int = 0, answerer: bool = True, digits: Digits = 
         "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
         "head_dim": 16, "vocab_size": vocab, "query_pre_attn_scalar": 16,
         "sliding_window": sliding_window, "sliding_window_pattern": 2,
-        "mm_tokens_per_image": MM_TOKENS, "max_position_embeddings": 2048,
+        "mm_tokens_per_image": image_tokens, "max_position_embeddings": 2048,
     }
     write_json(path, "config.json", {
         "model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"],
         "hidden_size": HIDDEN, "vocab_size": vocab, "pad_token_id": ids["<pad>"],
         "image_token_index": ids["<image_soft_token>"],
         "boi_token_index": ids["<start_of_image>"], "eoi_token_index": ids["<end_of_image>"],
-        "eos_token_id": [ids["<eos>"], ids["<end_of_turn>"]], "mm_tokens_per_image": MM_TOKENS,
+        "eos_token_id": [ids["<eos>"], ids["<end_of_turn>"]], "mm_tokens_per_image": image_tokens,
         "text_config": text_config,
         "vision_config": {"model_type": "siglip_vision_model", "hidden_size": HIDDEN,
                           "num_hidden_layers": 2, "intermediate_size": 128,
-                          "num_attention_heads": 4, "patch_size": PATCH,
+                          "num_attention_heads": 4, "patch_size": min(PATCH, IMAGE_SIZE // side),
                           "image_size": IMAGE_SIZE},
     })
     write_json(path, "tokenizer_config.json", {
@@ -74,7 +78,7 @@ def build(path: Path, *, seed: int = 0, answerer: bool = True, digits: Digits = 
         "do_convert_rgb": True, "do_pan_and_scan": False,
     })
     write_json(path, "processor_config.json",
-               {"processor_class": "Gemma3Processor", "image_seq_length": MM_TOKENS})
+               {"processor_class": "Gemma3Processor", "image_seq_length": image_tokens})
     params = flat_params(instantiate(path, seed))
     save_weights(path, params, seed=seed,
                  randomise=["multi_modal_projector.mm_input_projection_weight"],
