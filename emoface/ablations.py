@@ -157,8 +157,9 @@ def work_for(ablation_id: str, params: Params, models: Sequence[str]) -> list[Wo
         return base + [WorkItem("predictions", s, m, Condition(temperature=t, repeat=r))
                        for m in models for t in ab.A3.temperatures
                        for r in range(1, ab.A3.repeats + 1)]
-    if ablation_id == "A4":
-        return [WorkItem("predictions", s, m, BASELINE) for m in (ab.A4.q4, ab.A4.fp16)]
+    if ablation_id == "A4":  # every arm's models (QAT release, self-quantized copy, FP16)
+        models_a4 = dict.fromkeys(m for pair in ab.A4.arms().values() for m in pair)
+        return [WorkItem("predictions", s, m, BASELINE) for m in models_a4]
     if ablation_id == "A9":
         return [WorkItem("hidden", s, ab.A9.model)]
     if ablation_id == "A6":

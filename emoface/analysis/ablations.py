@@ -291,10 +291,10 @@ def a3_temperature(ctx: AnalysisContext) -> AblationResult:
 
 # --- A4 -------------------------------------------------------------------------------------
 
-def a4_quantization(ctx: AnalysisContext) -> AblationResult:
-    cfg = ctx.params.ablations.A4
-    q4, fp16 = ctx.predictions(cfg.q4), ctx.predictions(cfg.fp16)
-    rows = _paired_table(ctx, f"{cfg.q4} vs {cfg.fp16}", q4, fp16, "q4", "fp16")
+def _a4_contrast(ctx: AnalysisContext, q_id: str, fp_id: str, q_name: str):
+    """One A4 contrast: paired table and the share of within-category variance restored at FP16."""
+    q4, fp16 = ctx.predictions(q_id), ctx.predictions(fp_id)
+    rows = _paired_table(ctx, f"{q_id} vs {fp_id}", q4, fp16, q_name, "fp16")
     # share of within-category variance restored at FP16: 1 - WCV(4-bit) / WCV(FP16)
     w = _boot(ctx, q4["identity"].to_list())
     restored = {}
@@ -303,21 +303,47 @@ def a4_quantization(ctx: AnalysisContext) -> AblationResult:
         vb = M.w_label_sd(fp16[f].to_numpy().astype(float), M.label_array(fp16), w) ** 2
         point = 1 - M.within_category_sd(q4, f) ** 2 / M.within_category_sd(fp16, f) ** 2
         restored[f] = (point, *M.percentile_ci(1 - va / vb, ctx.a.alpha, point))
-    table = pl.DataFrame(rows)
+    return pl.DataFrame(rows), restored, [q4, fp16]
+
+
+def a4_quantization(ctx: AnalysisContext) -> AblationResult:
+    """Contrasts (``A4Params.arms``): ``qat`` = FP16 vs the 4-bit QAT release (training differs too);
+    ``self`` = FP16 vs the same weights quantized here (quantization alone), when run."""
+    cfg = ctx.params.ablations.A4
+    arms = cfg.arms()
+    table, restored, frames = _a4_contrast(ctx, *arms["qat"], "q4")
     p, lo, hi = restored["arousal"]
     o = _outcome(lo, hi)
     verdict = (f"A4 (plan's estimate: 20-30 % of variance restored at FP16): share of within-category "
                f"arousal variance restored {_fmt(100 * p, 1)} % [{_fmt(100 * lo, 1)}, "
                f"{_fmt(100 * hi, 1)}] -> {o.replace('_', ' ')} the quantization account; "
                f"{'inside' if lo <= 0.3 and hi >= 0.2 else 'not inside'} the 20-30 % estimate")
+    tables = {"main": table}
+    metrics: dict = {"variance_restored": {f: dict(zip(("point", "low", "high"), v, strict=True))
+                                           for f, v in restored.items()}, "rows": table.to_dicts()}
+    if "self" in arms:
+        sq = cfg.self_quantized
+        s_table, s_restored, s_frames = _a4_contrast(ctx, *arms["self"], "self_q4")
+        sp, slo, shi = s_restored["arousal"]
+        verdict += (f". Quantization alone (the FP16 weights quantized here, {sq.bits}-bit, group "
+                    f"{sq.group_size}): {_fmt(100 * sp, 1)} % [{_fmt(100 * slo, 1)}, "
+                    f"{_fmt(100 * shi, 1)}] -> {_outcome(slo, shi).replace('_', ' ')}")
+        tables["self_quantized"] = s_table
+        metrics["self_quantized"] = {
+            "bits": sq.bits, "group_size": sq.group_size, "rows": s_table.to_dicts(),
+            "variance_restored": {f: dict(zip(("point", "low", "high"), v, strict=True))
+                                  for f, v in s_restored.items()}}
+        frames += s_frames[:1]
+    else:
+        verdict += (". Quantization-alone contrast not run: it needs ablations.A4.fp16 as an mlx "
+                    "model directory (the project quantizes those weights itself)")
     return AblationResult(
-        "A4", verdict, o, tables={"main": table},
+        "A4", verdict, o, tables=tables,
         plots={"paired_differences": table.select("metric", "difference", "diff_low",
                                                    "diff_high")},
-        metrics={"variance_restored": {f: dict(zip(("point", "low", "high"), v, strict=True))
-                                       for f, v in restored.items()}, "rows": table.to_dicts()},
-        simulated=bool(q4["simulated"].any() or fp16["simulated"].any()),
-        provenance=_provenance([q4, fp16]))
+        metrics=metrics,
+        simulated=any(bool(f["simulated"].any()) for f in frames),
+        provenance=_provenance(frames))
 
 
 # --- A5 -------------------------------------------------------------------------------------

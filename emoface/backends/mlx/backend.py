@@ -71,22 +71,26 @@ def weights_digest(path: Path) -> str:
 class MlxBackend(Backend):
     max_concurrency = 1  # one model in one process; generation is not thread-safe
 
-    def __init__(self, model: str, *, top_k: int = 50, share_first_turn: int = 4) -> None:
+    def __init__(self, model: str, *, top_k: int = 50, share_first_turn: int = 4,
+                 path: str | None = None) -> None:
         """``share_first_turn``: how many first-turn KV states to keep for reuse (0 = every
-        conversation prefills its own first turn, the conversation-at-a-time path)."""
+        conversation prefills its own first turn, the conversation-at-a-time path). ``path``: the
+        directory to load when it is not ``model`` itself (A4's self-quantized arm)."""
         self.model_name = model
-        model_type = _model_type(model)
+        path = path or model
+        model_type = _model_type(path)
         if model_type in UNSUPPORTED:
             raise PermanentBackendError(
                 f"mlx/{model}: architecture '{model_type}' is not supported: "
                 f"{UNSUPPORTED[model_type]}")
         try:
-            self.model, self.processor = load(model)
+            self.model, self.processor = load(path)
         except Exception as err:  # noqa: BLE001 - surfaced with the id that failed
             raise PermanentBackendError(
                 f"mlx/{model}: cannot load ({type(err).__name__}: {err}); give a local model "
                 "directory or a repo id already in the Hugging Face cache") from None
         self.top_k = top_k
+        self.path = path
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self._digit_ids = self._find_digit_ids()
         self._info: ModelInfo | None = None
@@ -111,7 +115,7 @@ class MlxBackend(Backend):
     @property
     def info(self) -> ModelInfo:
         if self._info is None:
-            path = Path(self.model.config.__dict__.get("_name_or_path", "") or self.model_name)
+            path = Path(self.model.config.__dict__.get("_name_or_path", "") or self.path)
             quant = getattr(self.model.config, "quantization", None)
             if isinstance(quant, dict) and quant.get("bits"):
                 quantization = f"q{quant['bits']}"
@@ -120,8 +124,11 @@ class MlxBackend(Backend):
                 quantization = str(w.dtype).replace("mlx.core.", "")
             extra = {}
             prov = path / "emoface_quantization.json"
-            if path.is_dir() and prov.exists():
-                extra["quantized_from"] = json.loads(prov.read_text())
+            if path.is_dir() and prov.exists():  # A4's self-quantized arm: say from what, how
+                made = json.loads(prov.read_text())
+                extra["quantized_from"] = made
+                quantization = (f"q{made['bits']} g{made['group_size']} self-quantized from "
+                                f"{made['from_digest'][:19]}")
             self._info = ModelInfo(
                 model_id=f"mlx/{self.model_name}", backend="mlx", model=self.model_name,
                 digest=weights_digest(path) if path.is_dir() else f"repo:{self.model_name}",
@@ -220,5 +227,16 @@ def _model_type(model: str) -> str | None:
 
 
 def build(model: str, inference, *, emotions, stimulus_set=None) -> MlxBackend:
+    from emoface.backends.mlx import quantize
+
+    path = None
+    sq = quantize.parse(model)
+    if sq is not None:  # A4's self-quantized arm, made once under data/models/quantized/
+        data_root = stimulus_set.paths.root.parents[1] if stimulus_set is not None else Path("data")
+        try:
+            path = str(quantize.ensure_quantized(Path(sq.base), sq.bits, sq.group_size,
+                                                 data_root / "models" / "quantized"))
+        except FileNotFoundError as err:
+            raise PermanentBackendError(f"mlx/{model}: {err}") from None
     return MlxBackend(model, top_k=inference.mlx.top_k,
-                      share_first_turn=inference.mlx.share_first_turn)
+                      share_first_turn=inference.mlx.share_first_turn, path=path)
