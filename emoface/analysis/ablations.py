@@ -301,8 +301,11 @@ def _a4_contrast(ctx: AnalysisContext, q_id: str, fp_id: str, q_name: str):
     for f in M.FIELDS:
         va = M.w_label_sd(q4[f].to_numpy().astype(float), M.label_array(q4), w) ** 2
         vb = M.w_label_sd(fp16[f].to_numpy().astype(float), M.label_array(fp16), w) ** 2
-        point = 1 - M.within_category_sd(q4, f) ** 2 / M.within_category_sd(fp16, f) ** 2
-        restored[f] = (point, *M.percentile_ci(1 - va / vb, ctx.a.alpha, point))
+        sd_fp16 = M.within_category_sd(fp16, f)
+        # undefined (NaN) when FP16 has no within-category variance to restore
+        point = 1 - M.within_category_sd(q4, f) ** 2 / sd_fp16**2 if sd_fp16 > 0 else float("nan")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            restored[f] = (point, *M.percentile_ci(1 - va / vb, ctx.a.alpha, point))
     return pl.DataFrame(rows), restored, [q4, fp16]
 
 
@@ -323,12 +326,12 @@ def a4_quantization(ctx: AnalysisContext) -> AblationResult:
                                            for f, v in restored.items()}, "rows": table.to_dicts()}
     if "self" in arms:
         sq = cfg.self_quantized
-        s_table, s_restored, s_frames = _a4_contrast(ctx, *arms["self"], "self_q4")
+        s_table, s_restored, s_frames = _a4_contrast(ctx, *arms["self"], "q4")
         sp, slo, shi = s_restored["arousal"]
         verdict += (f". Quantization alone (the FP16 weights quantized here, {sq.bits}-bit, group "
                     f"{sq.group_size}): {_fmt(100 * sp, 1)} % [{_fmt(100 * slo, 1)}, "
                     f"{_fmt(100 * shi, 1)}] -> {_outcome(slo, shi).replace('_', ' ')}")
-        tables["self_quantized"] = s_table
+        tables["main"] = pl.concat([table, s_table])  # both contrasts, told apart by model_id
         metrics["self_quantized"] = {
             "bits": sq.bits, "group_size": sq.group_size, "rows": s_table.to_dicts(),
             "variance_restored": {f: dict(zip(("point", "low", "high"), v, strict=True))
@@ -341,7 +344,7 @@ def a4_quantization(ctx: AnalysisContext) -> AblationResult:
         "A4", verdict, o, tables=tables,
         plots={"paired_differences": table.select("metric", "difference", "diff_low",
                                                    "diff_high")},
-        metrics=metrics,
+        metrics=metrics,  # "rows"/"variance_restored": the QAT contrast; "self_quantized": the other
         simulated=any(bool(f["simulated"].any()) for f in frames),
         provenance=_provenance(frames))
 

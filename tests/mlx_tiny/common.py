@@ -55,7 +55,7 @@ def train_tokenizer(path: Path, special: Sequence[str], digits: Digits,
         tok.pre_tokenizer = pre_tokenizers.Split(pattern="▁", behavior="merged_with_next")
         tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
                                          decoders.Fuse()])
-        alphabet = [chr(c) for c in range(32, 127)] + ["▁"]
+        alphabet = [chr(c) for c in range(32, 127)] + ["▁", "\n"]
     else:
         tok = Tokenizer(models.BPE(unk_token=None))
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
