@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 pytest.importorskip("mlx_vlm", reason="the mlx extra is not installed")
-pytestmark = pytest.mark.mlx
+pytestmark = [pytest.mark.mlx,
+              # mlx-vlm's Kimi-VL image processor calls a Pillow method deprecated for Pillow 14
+              pytest.mark.filterwarnings("ignore:Image.Image.getdata:DeprecationWarning")]
 
 import mlx.core as mx  # noqa: E402
 from mlx_vlm import apply_chat_template, stream_generate  # noqa: E402
