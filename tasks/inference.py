@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.cache_policies import CachePolicy
+from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
@@ -76,6 +76,7 @@ def inference_batch(backend: Backend, spec: BatchSpec, data_root: str,
     **HOOKS,
     name="inference-image-major",
     task_run_name="{label}",
+    cache_policy=NO_CACHE,  # the batch store decides what runs; a loaded model is not hashed
     retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_condition_fn=retry_transient_only,
