@@ -92,6 +92,9 @@ class SimulatedParams(_Frozen):
 
 class MlxParams(_Frozen):
     top_k: int = Field(50, ge=1, le=1000)
+    # first-turn KV states kept for conversations that share the image and first question
+    # (0 = every conversation prefills its own first turn)
+    share_first_turn: int = Field(4, ge=0)
 
 
 class InferenceParams(_Frozen):
@@ -152,9 +155,32 @@ class A3Params(_Frozen):
         return _no_duplicates(v, "temperature")
 
 
+class SelfQuantizedParams(_Frozen):
+    """A4's second arm: the FP16 weights quantized by the project (mlx-vlm's conversion)."""
+
+    bits: int = Field(4, ge=2, le=8)
+    group_size: Literal[32, 64, 128] = 64
+
+
+def self_quantized_id(fp16: str, bits: int, group_size: int) -> str:
+    """Model id of the self-quantized copy of an ``mlx/`` FP16 model."""
+    return f"{fp16}@q{bits}-g{group_size}"
+
+
 class A4Params(_Frozen):
     fp16: ModelId = "simulated/gemma3-4b-fp16"
-    q4: ModelId = "simulated/gemma3-4b"
+    q4: ModelId = "simulated/gemma3-4b"   # the 4-bit QAT release (differs in training too)
+    # FP16 vs the same weights quantized here (quantization alone); needs fp16 = mlx/<directory>
+    self_quantized: SelfQuantizedParams | None = SelfQuantizedParams()
+
+    def arms(self) -> dict[str, tuple[str, str]]:
+        """Contrast name -> (quantized model id, FP16 model id): ``qat`` always, ``self`` when the
+        FP16 model is an mlx directory the project can quantize."""
+        arms = {"qat": (self.q4, self.fp16)}
+        sq = self.self_quantized
+        if sq is not None and self.fp16.startswith("mlx/"):
+            arms["self"] = (self_quantized_id(self.fp16, sq.bits, sq.group_size), self.fp16)
+        return arms
 
 
 class A6Params(_Frozen):

@@ -29,7 +29,7 @@ from emoface.stimuli.generate import generate_stimulus_set
 from emoface.stimuli.store import StimulusSet, load_stimulus_set
 from tasks.analysis import analysis_task, report_task
 from tasks.cluster import Cluster, ClusterError, ClusterModel
-from tasks.inference import inference_batch
+from tasks.inference import inference_batch, inference_group
 from tasks.record import HOOKS
 
 
@@ -105,7 +105,8 @@ def run_items(items: list[WorkItem], backends: _Backends, params: Params, data: 
               context: str) -> int:
     """Run the work items' missing batches as tasks; returns the backend calls made."""
     logger = get_run_logger()
-    store, calls = PredictionStore(data.root), 0
+    store = PredictionStore(data.root)
+    calls = _run_image_major(items, backends, params, data, store, context)
     for item in items:
         backend = backends.get(item.model_id, item.stimulus_set, remote=item.kind != "hidden")
         if item.kind == "hidden":
@@ -140,6 +141,34 @@ def run_items(items: list[WorkItem], backends: _Backends, params: Params, data: 
         while pending:
             calls += _batch_calls(*pending.pop(0), context)
         logger.info("%s: %s done", context, item.label)
+    return calls
+
+
+def _run_image_major(items: list[WorkItem], backends: _Backends, params: Params, data: DataPaths,
+                     store: PredictionStore, context: str) -> int:
+    """First, conditions that share a first turn (image + emotion question) run image-major, one
+    task per (model, stimulus batch): the image is encoded and prefilled once per image and model
+    (mlx) and consecutive requests share the image prefix (Ollama's prompt cache). Each condition
+    is stored as its own batch; the per-batch tasks afterwards find them stored."""
+    from emoface.inference.shared import group_image_major
+
+    specs = []
+    for item in items:
+        if item.kind != "predictions" or item.condition.protocol == "text_only":
+            continue
+        backend = backends.get(item.model_id, item.stimulus_set)
+        specs += plan_condition(backend, backends.stimuli(item.stimulus_set), item.condition,
+                                item.condition.options(params.inference), store,
+                                batch_size=params.inference.batch_size)
+    calls = 0
+    for group in group_image_major(specs, params.study.emotions):
+        if len(group) < 2 or all(store.is_done(s.folder, s.index, s.key) for s in group):
+            continue
+        first = group[0]
+        label = f"{first.model_id} | {len(group)} conditions | {first.stimulus_set} b{first.index}"
+        future = inference_group.submit(backends.get(first.model_id, first.stimulus_set), group,
+                                        str(data.root), params.study.emotions, label)
+        calls += _batch_calls(first, future, context)
     return calls
 
 

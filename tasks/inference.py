@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.cache_policies import CachePolicy
+from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
@@ -73,3 +73,23 @@ def inference_batch(backend: Backend, spec: BatchSpec, data_root: str,
     if calls == 0:
         progress.advance(len(spec.stimuli))
     return {"batch": spec.index, "calls": calls, "stimuli": len(spec.stimuli)}
+
+
+@task(
+    **HOOKS,
+    name="inference-image-major",
+    task_run_name="{label}",
+    cache_policy=NO_CACHE,  # the batch store decides what runs; a loaded model is not hashed
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_condition_fn=retry_transient_only,
+)
+def inference_group(backend: Backend, group: list[BatchSpec], data_root: str,
+                    emotions: Sequence[str], label: str) -> dict:
+    """Batches of several conditions that share a first turn, run image-major
+    (:mod:`emoface.inference.shared`); each is stored as its own batch, so the per-batch tasks
+    that follow find them stored."""
+    from emoface.inference.shared import run_group
+
+    calls = run_group(backend, group, PredictionStore(Path(data_root)), emotions)
+    return {"batches": len(group), "calls": calls}

@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 
 
 def work(params: Params, models: Sequence[str]) -> list[WorkItem]:
-    a4 = params.ablations.A4
-    return predictions(params, (a4.q4, a4.fp16), [BASELINE])
+    # every arm's models: the QAT release, the self-quantized copy (mlx FP16 only), FP16
+    arms = params.ablations.A4.arms().values()
+    return predictions(params, tuple(dict.fromkeys(m for pair in arms for m in pair)), [BASELINE])
 
 
 def analysis(ctx: AnalysisContext) -> AblationResult:

@@ -377,11 +377,23 @@ def a3_temperature(ctx: AnalysisContext) -> AblationResult:
 # --- A4 -------------------------------------------------------------------------------------
 
 def a4_contrasts(ctx: AnalysisContext) -> list[tuple[str, str]]:
-    """(fp16, q4) model pairs A4 compares: the configured pair, plus ``contrasts`` when the
-    parameters list more (e.g. a self-quantized arm)."""
+    """(fp16, quantized) model pairs A4 compares (``A4Params.arms``): FP16 vs the 4-bit QAT
+    release (training differs too), and FP16 vs the same weights quantized by the project
+    (quantization alone) when the FP16 model is an mlx directory."""
+    return [(fp, q) for q, fp in ctx.params.ablations.A4.arms().values()]
+
+
+def _a4_self_note(ctx: AnalysisContext) -> tuple[str, dict]:
+    """The sentence and metrics saying whether the quantization-alone contrast ran."""
     cfg = ctx.params.ablations.A4
-    pairs = [(cfg.fp16, cfg.q4), *[tuple(c) for c in getattr(cfg, "contrasts", ()) or ()]]
-    return list(dict.fromkeys(pairs))
+    if "self" not in cfg.arms():
+        return (". Quantization-alone contrast not run: it needs ablations.A4.fp16 as an mlx "
+                "model directory (the project quantizes those weights itself)"), {}
+    sq = cfg.self_quantized
+    q_id = cfg.arms()["self"][0]
+    return (f". Quantization alone = {q_id} (the FP16 weights quantized here, {sq.bits}-bit, "
+            f"group {sq.group_size})"), {"self_quantized": {"model_id": q_id, "bits": sq.bits,
+                                                             "group_size": sq.group_size}}
 
 
 def _range_word(lo: float, hi: float, rng: tuple[float, float] = PLAN_RANGE) -> str:
@@ -443,13 +455,13 @@ def a4_quantization(ctx: AnalysisContext) -> AblationResult:
         "A4", "A4 (rule: share of within-category variance (intended emotion, same images) "
         "restored at FP16 > 0 => quantization removes variance; the CI compared with the plan's "
         f"20-30 %; family: {len(a4_contrasts(ctx))} contrast(s), Holm): " + "; ".join(verdicts)
-        + _definitions_line(overall), across_definitions(overall),
+        + _definitions_line(overall) + _a4_self_note(ctx)[0], across_definitions(overall),
         tables={"main": restored, "paired": table},
         plots={"paired_differences": table.select("metric", "difference", "diff_low",
                                                    "diff_high")},
         metrics={"variance_restored": restored.to_dicts(), "rows": table.to_dicts(),
                  "outcome_by_grouping": overall, "plan_range": list(PLAN_RANGE),
-                 "family": "arousal x contrasts"},
+                 "family": "arousal x contrasts", **_a4_self_note(ctx)[1]},
         simulated=any_simulated(frames), provenance=provenance(frames))
 
 

@@ -44,7 +44,10 @@ def errorbars(ax: Any, labels: Sequence[str], values: Sequence[float], low: Sequ
     """Point estimates with their CIs, one per label, around a zero line."""
     x = np.arange(len(labels))
     v, lo, hi = (np.asarray(a, float) for a in (values, low, high))
-    ax.errorbar(x, v, yerr=[v - lo, hi - v], fmt="o", color=color, capsize=4)
+    # a bias-corrected interval need not contain the point estimate (degenerate samples): no
+    # negative bar lengths
+    ax.errorbar(x, v, yerr=[np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)], fmt="o",
+                color=color, capsize=4)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
 
