@@ -157,6 +157,8 @@ def _run_image_major(items: list[WorkItem], backends: _Backends, params: Params,
         if item.kind != "predictions" or item.condition.protocol == "text_only":
             continue
         backend = backends.get(item.model_id, item.stimulus_set)
+        if isinstance(backend, ClusterModel):  # on a cluster, batches go to the workers one by one
+            continue
         specs += plan_condition(backend, backends.stimuli(item.stimulus_set), item.condition,
                                 item.condition.options(params.inference), store,
                                 batch_size=params.inference.batch_size)

@@ -82,7 +82,7 @@ def run_group(backend: Backend, group: Sequence[BatchSpec], store: PredictionSto
         out = [per_stimulus[i][j] for i in range(n)]
         rows = [r for r, _ in out]
         store.write_batch(s.folder, s.index, s.key, rows, [rec for _, recs in out for rec in recs],
-                          emotions)
+                          emotions, plan_key=s.plan_key)
         calls += sum(r["n_calls"] for r in rows)
     return calls
 
