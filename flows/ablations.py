@@ -149,6 +149,12 @@ def check_backends(summary: dict, params) -> list[str]:
 
     todo = [c["model_id"] for c in summary["conditions"]
             if not c["stimuli_known"] or c["calls"] > c["calls_done"]]
+    if params.execution.dask:
+        from emoface.inference.remote import cluster_backend
+
+        # on a cluster, Ollama/MLX models are checked by the workers that serve them (their own
+        # OLLAMA_HOST), not from this machine
+        todo = [m for m in todo if not cluster_backend(m)]
     return preflight(todo, params.inference, emotions=params.study.emotions)
 
 
