@@ -3,7 +3,9 @@
 Sources:
 * cocor's tests / Steiger (1980) / Zou (2007): dependent-correlation cases;
 * Kornblith et al. (2019) demo notebook: CKA values for np.random.seed(1337);
-* statpsych::ci.kappa(.05, 31, 12, 4, 58): kappa, SE and CI.
+* statpsych::ci.kappa(.05, 31, 12, 4, 58): kappa, SE and CI;
+* Newcombe (1998), Table II: the hybrid-score CI of a difference of proportions;
+* hand computations (written in the tests): rho-a with ties (Schuett et al. 2023), Holm.
 """
 
 import numpy as np
