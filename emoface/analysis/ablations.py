@@ -459,7 +459,14 @@ def a4_quantization(ctx: AnalysisContext) -> AblationResult:
         tables={"main": restored, "paired": table},
         plots={"paired_differences": table.select("metric", "difference", "diff_low",
                                                    "diff_high")},
-        metrics={"variance_restored": restored.to_dicts(), "rows": table.to_dicts(),
+        # nested dicts of numbers (DVC metrics show dicts, not lists): contrast/field/grouping
+        metrics={"variance_restored": {
+            r["model_id"]: {f: {g: {"point": x["restored"], "low": x["restored_low"],
+                                    "high": x["restored_high"], "p_holm": x["p_holm"]}
+                                for x in restored_rows if x["model_id"] == r["model_id"]
+                                and x["field"] == f for g in [x["grouping"]]}
+                            for f in M.FIELDS} for r in restored_rows},
+                 "restored_rows": restored.to_dicts(), "rows": table.to_dicts(),
                  "outcome_by_grouping": overall, "plan_range": list(PLAN_RANGE),
                  "family": "arousal x contrasts", **_a4_self_note(ctx)[1]},
         simulated=any_simulated(frames), provenance=provenance(frames))
