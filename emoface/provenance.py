@@ -84,8 +84,10 @@ def inference_code_hash(backend: str) -> str:
     """The code that decides what a model is asked and how its answer is read: prompts, parser,
     logit handling, the backend interface and the named backend's module."""
     p = PACKAGE_DIR
+    module = p / "backends" / backend  # a backend is a module or a package (mlx)
+    module = module if module.is_dir() else module.with_suffix(".py")
     return source_hash([p / "prompts.py", p / "parsing.py", p / "logits.py",
-                        p / "backends" / "base.py", p / "backends" / f"{backend}.py"])
+                        p / "backends" / "base.py", module])
 
 
 def analysis_code_hash() -> str:
