@@ -24,7 +24,7 @@ from emoface.inference.conditions import Condition
 from emoface.prompts import calls_per_stimulus
 
 if TYPE_CHECKING:  # only for annotations: importing these here would be circular
-    from emoface.analysis.ablations import AblationResult
+    from emoface.analysis.common import AblationResult
     from emoface.analysis.context import AnalysisContext
     from emoface.config import Params
 
