@@ -39,13 +39,13 @@ def work(params: Params, models: Sequence[str]) -> list[WorkItem]:
 
 
 def _a1_outcome(p_eq: float, p_perc: float, alpha: float) -> str:
-    from emoface.analysis.common import CANNOT_TELL, NOT_SUPPORTED, SUPPORTS
+    from emoface.analysis import common as C
 
     if np.isfinite(p_eq) and p_eq < alpha:
-        return SUPPORTS  # the image adds less than the margin: a language prior
+        return C.SUPPORTS  # the image adds less than the margin: a language prior
     if np.isfinite(p_perc) and p_perc < alpha:
-        return NOT_SUPPORTED  # the image adds more than the margin: perception
-    return CANNOT_TELL
+        return C.NOT_SUPPORTED  # the image adds more than the margin: perception
+    return C.CANNOT_TELL
 
 
 def analysis(ctx: AnalysisContext) -> AblationResult:
@@ -53,17 +53,9 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     d = r(human, image) - r(human, label-only) against the equivalence margin (params)."""
     import polars as pl
 
+    from emoface.analysis import common as C
     from emoface.analysis import metrics as M
-    from emoface.analysis.common import (
-        AblationResult,
-        add_holm,
-        any_simulated,
-        boot_weights,
-        combine,
-        fmt,
-        provenance,
-        word,
-    )
+    from emoface.analysis.common import AblationResult, fmt, word
     from emoface.analysis.stats import (
         bc_one_sided_p,
         compare_dependent_correlations,
@@ -86,7 +78,7 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
             r_hx, r_hy = pearson_with_ci(h, x)[0], pearson_with_ci(h, y)[0]
             test = compare_dependent_correlations(r_hx, r_hy, r_xy, len(x), ctx.a.alpha) \
                 if np.isfinite([r_hx, r_hy, r_xy]).all() else None
-            w = boot_weights(ctx, d["identity"].to_list())
+            w = C.boot_weights(ctx, d["identity"].to_list())
             boot_xy = M.percentile_ci(M.w_pearson(x, y, w), ctx.a.alpha, r_xy)
             diff = r_hx - r_hy
             samples = M.w_pearson(h, x, w) - M.w_pearson(h, y, w)
@@ -113,8 +105,8 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
                     pl.lit(m).alias("model_id")).rename({"x": "arousal_image_label",
                                                          "y": "arousal_label_only"}))
     fam = [r for r in rows if r["in_family"]]
-    add_holm(fam, "p_equivalence", "p_equivalence_holm")
-    add_holm(fam, "p_perception", "p_perception_holm")
+    C.add_holm(fam, "p_equivalence", "p_equivalence_holm")
+    C.add_holm(fam, "p_perception", "p_perception_holm")
     for r in rows:
         r.setdefault("p_equivalence_holm", np.nan)
         r.setdefault("p_perception_holm", np.nan)
@@ -135,11 +127,11 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     return AblationResult(
         "A1", f"A1 (rule: the CI of r(human, image) - r(human, label-only) inside +/-{margin:g} "
         f"=> language prior; above +{margin:g} => perception; family: arousal x "
-        f"{len(fam)} model(s), Holm): " + "; ".join(verdicts), combine(outcomes),
+        f"{len(fam)} model(s), Holm): " + "; ".join(verdicts), C.combine(outcomes),
         tables={"main": table}, plots={"scatter": pl.concat(scatter)},
         metrics={"margin": margin, "r_high_descriptive": R_HIGH, "rows": table.to_dicts(),
                  "family": "arousal x models"},
-        simulated=any_simulated(frames), provenance=provenance(frames))
+        simulated=C.any_simulated(frames), provenance=C.provenance(frames))
 
 
 def figures(result: AblationResult, folder: Path) -> list[Path]:

@@ -30,8 +30,8 @@ def _grouping_verdicts(table: pl.DataFrame, units: list[str], field: str, alpha:
     Returns ({grouping: overall outcome}, {(unit, grouping): outcome}, the family table)."""
     import polars as pl
 
+    from emoface.analysis import common as C
     from emoface.analysis import metrics as M
-    from emoface.analysis.common import add_holm, combine, p_outcome
 
     fam_rows, per = [], {}
     overall = {}
@@ -39,14 +39,14 @@ def _grouping_verdicts(table: pl.DataFrame, units: list[str], field: str, alpha:
         metric = f"{field}_{M.GROUPING_COLUMN[g]}"
         rows = [table.filter((pl.col("model_id") == u) & (pl.col("metric") == metric))
                 .row(0, named=True) for u in units]
-        add_holm(rows)
+        C.add_holm(rows)
         outs = []
         for r in rows:
-            o = p_outcome(r["p_holm"], r["difference"], alpha, positive_supports=positive_supports)
+            o = C.p_outcome(r["p_holm"], r["difference"], alpha, positive_supports=positive_supports)
             per[(r["model_id"], g)] = o
             outs.append(o)
             fam_rows.append({**r, "grouping": g, "outcome": o})
-        overall[g] = combine(outs)
+        overall[g] = C.combine(outs)
     return overall, per, pl.DataFrame(fam_rows)
 
 
@@ -54,24 +54,16 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     """Within-category SD of arousal, single-shot minus context-carry, same images."""
     import polars as pl
 
+    from emoface.analysis import common as C
     from emoface.analysis import metrics as M
-    from emoface.analysis.common import (
-        AblationResult,
-        across_definitions,
-        any_simulated,
-        definitions_line,
-        fmt,
-        paired_rows,
-        provenance,
-        word,
-    )
+    from emoface.analysis.common import AblationResult, fmt, word
 
     single = Condition(protocol="single_shot")
     rows, parse, frames = [], [], []
     for m in ctx.models:
         carry, ss = ctx.predictions(m), ctx.predictions(m, single)
         frames += [carry, ss]
-        rows += paired_rows(ctx, m, carry, ss, "context_carry", "single_shot")
+        rows += C.paired_rows(ctx, m, carry, ss, "context_carry", "single_shot")
         for name, df in (("context_carry", carry), ("single_shot", ss)):
             for f in ("emotion", *M.FIELDS):
                 counts = df.group_by(f"{f}_status", maintain_order=True).len()
@@ -86,17 +78,17 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
                         f"{fmt(r['difference'])} [{fmt(r['diff_low'])}, {fmt(r['diff_high'])}], "
                         f"p = {fmt(r['p'], 4)} (Holm {fmt(r['p_holm'], 4)}) -> "
                         f"{word(r['outcome'])}")
-    outcome = across_definitions(overall)
+    outcome = C.across_definitions(overall)
     return AblationResult(
         "A2", "A2 (rule: within-category SD of arousal (intended emotion, same images) rises in "
         f"single-shot => anchoring; family: {len(ctx.models)} model(s), Holm): "
-        + "; ".join(verdicts) + definitions_line(overall), outcome,
+        + "; ".join(verdicts) + C.definitions_line(overall), outcome,
         tables={"main": table, "verdict_tests": fam, "parse_outcomes": pl.DataFrame(parse)},
         plots={"paired_differences": table.select("model_id", "metric", "difference",
                                                    "diff_low", "diff_high")},
         metrics={"rows": table.to_dicts(), "outcome_by_grouping": overall,
                  "family": "arousal x models"},
-        simulated=any_simulated(frames), provenance=provenance(frames))
+        simulated=C.any_simulated(frames), provenance=C.provenance(frames))
 
 
 def figures(result: AblationResult, folder: Path) -> list[Path]:

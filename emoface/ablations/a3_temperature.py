@@ -62,20 +62,9 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     import polars as pl
     import statsmodels.formula.api as smf
 
+    from emoface.analysis import common as C
     from emoface.analysis import metrics as M
-    from emoface.analysis.common import (
-        AblationResult,
-        across_definitions,
-        add_holm,
-        any_simulated,
-        boot_weights,
-        combine,
-        definitions_line,
-        fmt,
-        p_outcome,
-        provenance,
-        word,
-    )
+    from emoface.analysis.common import AblationResult, fmt, word
     from emoface.analysis.stats import bc_pvalue
 
     grid = ctx.params.ablations.A3
@@ -99,7 +88,7 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
                 pl.col("arousal").n_unique() == 1)
             agree.append({"model_id": m, "temperature": t, "n_repeats": len(sub),
                           "share_all_repeats_agree": float(same["arousal"].mean())})
-        w = boot_weights(ctx, dfs[0]["identity"].to_list())
+        w = C.boot_weights(ctx, dfs[0]["identity"].to_list())
         tc = temps - temps.mean()
         for g in M.GROUPINGS:
             point = np.array([M.w_grouped_sd(d, d["arousal"].to_numpy().astype(float), g,
@@ -124,10 +113,10 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     overall = {}
     for g in M.GROUPINGS:
         fam = [t for t in trend if t["grouping"] == g]
-        add_holm(fam)
+        C.add_holm(fam)
         for t in fam:
-            t["outcome"] = p_outcome(t["p_holm"], t["slope"], ctx.a.alpha)
-        overall[g] = combine([t["outcome"] for t in fam])
+            t["outcome"] = C.p_outcome(t["p_holm"], t["slope"], ctx.a.alpha)
+        overall[g] = C.combine([t["outcome"] for t in fam])
     trend_df = pl.DataFrame(trend)
     verdicts = [f"{t['model_id']}: within-category SD of arousal changes by {fmt(t['slope'])} "
                 f"per unit T [{fmt(t['slope_low'])}, {fmt(t['slope_high'])}] (identity "
@@ -140,13 +129,13 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     return AblationResult(
         "A3", "A3 (rule: within-category SD (intended emotion, same images) rises with T => "
         f"output constraint; family: {len(ctx.models)} model(s), Holm): " + "; ".join(verdicts)
-        + definitions_line(overall) + f". Note: {t0}.", across_definitions(overall),
+        + C.definitions_line(overall) + f". Note: {t0}.", C.across_definitions(overall),
         tables={"main": summary, "per_repeat": per_repeat, "trend": trend_df},
         plots={"within_category_sd_by_temperature": summary.select(
             "model_id", "temperature", "mean", "sd_over_repeats")},
         metrics={"trend": trend, "summary": summary.to_dicts(), "outcome_by_grouping": overall,
                  "t0_repeats": grid.t0_repeats, "family": "models"},
-        simulated=any_simulated(frames), provenance=provenance(frames))
+        simulated=C.any_simulated(frames), provenance=C.provenance(frames))
 
 
 def figures(result: AblationResult, folder: Path) -> list[Path]:

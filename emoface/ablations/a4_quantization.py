@@ -90,23 +90,9 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     within-category variance, same images in both arms."""
     import polars as pl
 
+    from emoface.analysis import common as C
     from emoface.analysis import metrics as M
-    from emoface.analysis.common import (
-        AblationResult,
-        across_definitions,
-        add_holm,
-        any_simulated,
-        boot_weights,
-        combine,
-        definitions_line,
-        fmt,
-        grouped,
-        p_outcome,
-        pair_keep,
-        paired_rows,
-        provenance,
-        word,
-    )
+    from emoface.analysis.common import AblationResult, fmt, word
     from emoface.analysis.stats import bc_pvalue
 
     rows, restored_rows, frames = [], [], []
@@ -114,14 +100,14 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
         q4, fp16 = ctx.predictions(q4_id), ctx.predictions(fp16_id)
         frames += [q4, fp16]
         name = f"{q4_id} vs {fp16_id}"
-        rows += paired_rows(ctx, name, q4, fp16, "q4", "fp16")
-        w = boot_weights(ctx, q4["identity"].to_list())
+        rows += C.paired_rows(ctx, name, q4, fp16, "q4", "fp16")
+        w = C.boot_weights(ctx, q4["identity"].to_list())
         for f in M.FIELDS:
             xq, xf = q4[f].to_numpy().astype(float), fp16[f].to_numpy().astype(float)
             for g in M.GROUPINGS:
-                keep = pair_keep(q4, fp16, f, g)
-                vq, sq = grouped(q4, xq, g, w, keep, var=True)
-                vf, sf = grouped(fp16, xf, g, w, keep, var=True)
+                keep = C.pair_keep(q4, fp16, f, g)
+                vq, sq = C.grouped(q4, xq, g, w, keep, var=True)
+                vf, sf = C.grouped(fp16, xf, g, w, keep, var=True)
                 point = 1 - vq / vf if vf > 0 else np.nan
                 with np.errstate(invalid="ignore", divide="ignore"):
                     samples = 1 - sq / sf
@@ -134,10 +120,10 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     overall = {}
     for g in M.GROUPINGS:
         fam = [r for r in restored_rows if r["field"] == "arousal" and r["grouping"] == g]
-        add_holm(fam)
+        C.add_holm(fam)
         for r in fam:
-            r["outcome"] = p_outcome(r["p_holm"], r["restored"], ctx.a.alpha)
-        overall[g] = combine([r["outcome"] for r in fam])
+            r["outcome"] = C.p_outcome(r["p_holm"], r["restored"], ctx.a.alpha)
+        overall[g] = C.combine([r["outcome"] for r in fam])
     for r in restored_rows:
         r.setdefault("p_holm", np.nan)
         r.setdefault("outcome", "")
@@ -153,14 +139,14 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
         "A4", "A4 (rule: share of within-category variance (intended emotion, same images) "
         "restored at FP16 > 0 => quantization removes variance; the CI compared with the plan's "
         f"20-30 %; family: {len(a4_contrasts(ctx))} contrast(s), Holm): " + "; ".join(verdicts)
-        + definitions_line(overall) + _a4_self_note(ctx)[0], across_definitions(overall),
+        + C.definitions_line(overall) + _a4_self_note(ctx)[0], C.across_definitions(overall),
         tables={"main": restored, "paired": table},
         plots={"paired_differences": table.select("metric", "difference", "diff_low",
                                                    "diff_high")},
         metrics={"variance_restored": restored.to_dicts(), "rows": table.to_dicts(),
                  "outcome_by_grouping": overall, "plan_range": list(PLAN_RANGE),
                  "family": "arousal x contrasts", **_a4_self_note(ctx)[1]},
-        simulated=any_simulated(frames), provenance=provenance(frames))
+        simulated=C.any_simulated(frames), provenance=C.provenance(frames))
 
 
 def figures(result: AblationResult, folder: Path) -> list[Path]:

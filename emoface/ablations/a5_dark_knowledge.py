@@ -1,6 +1,6 @@
 """A5: dark knowledge. The digit distributions saved with the baseline run (no new calls).
 
-A5 (dark knowledge): does the 9-digit rating distribution carry within-category information
+The question: does the 9-digit rating distribution carry within-category information
 that the argmax (the answer) hides?
 
 Estimands (docs/analysis-plan.md, A5), per model, arousal, category = intended emotion (primary;
@@ -131,35 +131,22 @@ def _a5_tests(ctx, sub: pl.DataFrame, g: str, field: str, w_all: np.ndarray) -> 
 
 
 def _a5_outcome(r: dict, alpha: float, floor: float) -> str:
-    from emoface.analysis.common import (
-        CANNOT_TELL,
-        NOT_SUPPORTED,
-        SUPPORTS,
-    )
+    from emoface.analysis import common as C
 
     if not r["mean_entropy_nats"] > floor:
-        return NOT_SUPPORTED  # a point mass: nothing below the answer
+        return C.NOT_SUPPORTED  # a point mass: nothing below the answer
     a_ok = r["p_a_holm"] < alpha and r["r_within_cell"] > 0
     b_ok = r["p_b_holm"] < alpha and r["diff_r"] > 0
-    return SUPPORTS if a_ok and b_ok else CANNOT_TELL
+    return C.SUPPORTS if a_ok and b_ok else C.CANNOT_TELL
 
 
 def analysis(ctx: AnalysisContext) -> AblationResult:
     """A5 per model (arousal enters the verdict; valence is reported)."""
     import polars as pl
 
+    from emoface.analysis import common as C
     from emoface.analysis import metrics as M
-    from emoface.analysis.common import (
-        AblationResult,
-        across_definitions,
-        add_holm,
-        any_simulated,
-        boot_weights,
-        combine,
-        fmt,
-        provenance,
-        word,
-    )
+    from emoface.analysis.common import AblationResult, fmt, word
 
     per_image, summary, rows, frames, counts = [], [], [], [], {}
     for m in ctx.models:
@@ -176,18 +163,18 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
             .rename({"intended": "category"}))
         for f in M.FIELDS:
             sub = ok.filter(pl.col("field") == f)
-            w = boot_weights(ctx, sub["identity"].to_list())
+            w = C.boot_weights(ctx, sub["identity"].to_list())
             for g in M.GROUPINGS:
                 rows.append({"model_id": m, "field": f, **counts[m][f],
                              **_a5_tests(ctx, sub, g, f, w)})
     overall = {}
     for g in M.GROUPINGS:
         fam = [r for r in rows if r["field"] == "arousal" and r["grouping"] == g]
-        add_holm(fam, "p_a", "p_a_holm")
-        add_holm(fam, "p_b", "p_b_holm")
+        C.add_holm(fam, "p_a", "p_a_holm")
+        C.add_holm(fam, "p_b", "p_b_holm")
         for r in fam:
             r["outcome"] = _a5_outcome(r, ctx.a.alpha, ctx.a.entropy_floor)
-        overall[g] = combine([r["outcome"] for r in fam])
+        overall[g] = C.combine([r["outcome"] for r in fam])
     for r in rows:
         for k in ("p_a_holm", "p_b_holm"):
             r.setdefault(k, np.nan)
@@ -213,13 +200,13 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
         "A5", "A5 (rule: entropy above the floor, and (a) E tracks human arousal inside "
         "(category, argmax) cells and (b) better than the argmax within categories, both CIs "
         f"above 0 after Holm => output-level collapse; family: {len(ctx.models)} model(s) x 2 "
-        "tests): " + "; ".join(verdicts) + defs, across_definitions(overall),
+        "tests): " + "; ".join(verdicts) + defs, C.across_definitions(overall),
         tables={"main": table, "by_category": summ, "per_image": pl.concat(per_image)},
         plots={"entropy_by_category": summ.select("model_id", "field", "category",
                                                   "mean_entropy_nats", "sd_expected", "sd_argmax")},
         metrics={"rows": table.to_dicts(), "outcome_by_grouping": overall,
                  "steps": counts, "family": "arousal x models, each of tests (a) and (b)"},
-        simulated=any_simulated(frames), provenance=provenance(frames))
+        simulated=C.any_simulated(frames), provenance=C.provenance(frames))
 
 
 def figures(result: AblationResult, folder: Path) -> list[Path]:

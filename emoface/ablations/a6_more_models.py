@@ -41,20 +41,9 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     every model's ratio is below 1 (Holm over models)."""
     import polars as pl
 
+    from emoface.analysis import common as C
     from emoface.analysis import metrics as M
-    from emoface.analysis.common import (
-        CANNOT_TELL,
-        NOT_SUPPORTED,
-        SUPPORTS,
-        AblationResult,
-        across_definitions,
-        add_holm,
-        boot_weights,
-        definitions_line,
-        fmt,
-        grouped,
-        provenance,
-    )
+    from emoface.analysis.common import AblationResult, fmt
     from emoface.analysis.stats import bc_pvalue
 
     models = list(dict.fromkeys([*ctx.models, *ctx.params.ablations.A6.models]))
@@ -65,13 +54,13 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     human = M.human_within_category_sd(next(iter(frames.values())))
     ratios = []
     for (m, _), df in frames.items():
-        w = boot_weights(ctx, df["identity"].to_list(), n_boot)
+        w = C.boot_weights(ctx, df["identity"].to_list(), n_boot)
         x = df["arousal"].to_numpy().astype(float)
         h = df["arousal_mean"].to_numpy().astype(float)
         keep = np.isfinite(x)
         for g in M.GROUPINGS:
-            pm, sm = grouped(df, x, g, w, keep)
-            ph, sh = grouped(df, h, g, w, keep)
+            pm, sm = C.grouped(df, x, g, w, keep)
+            ph, sh = C.grouped(df, h, g, w, keep)
             point = pm / ph if ph > 0 else np.nan
             with np.errstate(invalid="ignore", divide="ignore"):
                 samples = sm / sh
@@ -83,13 +72,13 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     overall = {}
     for g in M.GROUPINGS:
         fam = [r for r in ratios if r["grouping"] == g]
-        add_holm(fam)
+        C.add_holm(fam)
         for r in fam:
             r["collapsed"] = bool(r["p_holm"] < ctx.a.alpha and r["ratio"] < 1)
             r["wider"] = bool(r["p_holm"] < ctx.a.alpha and r["ratio"] > 1)
         n_col = sum(r["collapsed"] for r in fam)
-        overall[g] = (CANNOT_TELL if n < 4 else SUPPORTS if n_col == n
-                      else NOT_SUPPORTED if any(r["wider"] for r in fam) else CANNOT_TELL)
+        overall[g] = (C.CANNOT_TELL if n < 4 else C.SUPPORTS if n_col == n
+                      else C.NOT_SUPPORTED if any(r["wider"] for r in fam) else C.CANNOT_TELL)
     ratio_df = pl.DataFrame(ratios)
     prim = ratio_df.filter(pl.col("grouping") == "intended")
     table = table.join(prim.select("model_id", pl.col("ratio").alias("arousal_sd_ratio_human"),
@@ -107,8 +96,8 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
                f"it generalises): {counts['intended']} of {n} models collapse "
                f"(correctly labelled images: {counts['correct']}; own label: {counts['label']}); "
                f"ratios {per_model}; kappa range {fmt(table['kappa'].min())}-"
-               f"{fmt(table['kappa'].max())}" + definitions_line(overall))
-    return AblationResult("A6", verdict, across_definitions(overall),
+               f"{fmt(table['kappa'].max())}" + C.definitions_line(overall))
+    return AblationResult("A6", verdict, C.across_definitions(overall),
                           tables={"main": table, "sd_ratios": ratio_df},
                           plots={"models": table.select("model_id", "kappa",
                                                         "arousal_within_category_sd",
@@ -118,7 +107,7 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
                                    "outcome_by_grouping": overall, "family": "models",
                                    "rows": table.to_dicts(), "ratios": ratio_df.to_dicts()},
                           simulated=bool(table["simulated"].any()),
-                          provenance=provenance(list(frames.values())))
+                          provenance=C.provenance(list(frames.values())))
 
 
 def figures(result: AblationResult, folder: Path) -> list[Path]:

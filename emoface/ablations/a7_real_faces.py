@@ -25,18 +25,9 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     """kappa on AI minus real faces with an independent (two-sample) identity bootstrap CI."""
     import polars as pl
 
+    from emoface.analysis import common as C
     from emoface.analysis import metrics as M
-    from emoface.analysis.common import (
-        CANNOT_TELL,
-        SUPPORTS,
-        AblationResult,
-        add_holm,
-        any_simulated,
-        combine,
-        fmt,
-        provenance,
-        word,
-    )
+    from emoface.analysis.common import AblationResult, fmt, word
     from emoface.analysis.stats import bc_pvalue
 
     real = ctx.params.real_faces.name
@@ -67,7 +58,7 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
         diffs.append({"model_id": m, "kappa_ai": kap[0][0], "kappa_real": kap[1][0],
                       "difference": d, "diff_low": lo, "diff_high": hi,
                       "p": bc_pvalue(samples, d)})
-    add_holm(diffs)
+    C.add_holm(diffs)
     table = pl.DataFrame(rows)
     demo = (ctx.stimuli(real).manifest["source"] == "synthetic_demo").all()
     verdicts, outcomes = [], []
@@ -76,8 +67,8 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
                         "(source = synthetic_demo), not real faces; point params.yaml real_faces "
                         "at a real FER-2013 CSV or AffectNet folder to run A7 for real")
     for r in diffs:
-        o = SUPPORTS if np.isfinite(r["p_holm"]) and r["p_holm"] < ctx.a.alpha else CANNOT_TELL
-        o = CANNOT_TELL if demo else o
+        o = C.SUPPORTS if np.isfinite(r["p_holm"]) and r["p_holm"] < ctx.a.alpha else C.CANNOT_TELL
+        o = C.CANNOT_TELL if demo else o
         r["outcome"] = o
         outcomes.append(o)
         rl = table.filter((pl.col("model_id") == r["model_id"])
@@ -92,12 +83,12 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     diff_df = pl.DataFrame(diffs)
     return AblationResult(
         "A7", "A7 (rule: the CI of kappa(AI) - kappa(real) excludes 0 after Holm => OOD effect;"
-        f" family: {len(models)} model(s)): " + "; ".join(verdicts), combine(outcomes),
+        f" family: {len(models)} model(s)): " + "; ".join(verdicts), C.combine(outcomes),
         tables={"main": table, "kappa_difference": diff_df}, plots={"ai_vs_real": table.select(
             "model_id", "faces", "accuracy", "kappa", "kappa_boot_low", "kappa_boot_high")},
         metrics={"rows": table.to_dicts(), "kappa_difference": diff_df.to_dicts(),
                  "family": "models"},
-        simulated=any_simulated(frames), provenance=provenance(frames))
+        simulated=C.any_simulated(frames), provenance=C.provenance(frames))
 
 
 def figures(result: AblationResult, folder: Path) -> list[Path]:

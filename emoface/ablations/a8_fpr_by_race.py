@@ -1,6 +1,6 @@
 """A8: false-positive rate of "angry" by race. Analysis of the baseline predictions.
 
-A8: is "angry" over-attributed to one race among faces that are not angry?
+The question: is "angry" over-attributed to one race among faces that are not angry?
 
 Per model (docs/analysis-plan.md, A8):
 
@@ -230,19 +230,9 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     import polars as pl
     from scipy import stats
 
+    from emoface.analysis import common as C
     from emoface.analysis import metrics as M
-    from emoface.analysis.common import (
-        CANNOT_TELL,
-        NOT_SUPPORTED,
-        SUPPORTS,
-        AblationResult,
-        add_holm,
-        any_simulated,
-        combine,
-        fmt,
-        provenance,
-        word,
-    )
+    from emoface.analysis.common import AblationResult, fmt, word
     from emoface.analysis.stats import newcombe_diff_ci
 
     fpr_rows, tests, lmm, conf, frames, acc = [], [], [], [], {}, []
@@ -268,7 +258,7 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
                 pl.lit(m).alias("model_id"), pl.lit(race[0]).alias("race")))
     joint = [joint_mixed_model(frames, f) for f in M.FIELDS] if len(frames) > 1 else []
     fpr = pl.DataFrame(fpr_rows).sort("model_id", "race")
-    add_holm(tests)
+    C.add_holm(tests)
     races = set(fpr["race"])
     verdicts, outcomes = [], []
     for t in tests:
@@ -284,8 +274,8 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
         t.update(fpr_diff=hi_r["fpr"] - lo_r["fpr"], fpr_diff_low=d_lo, fpr_diff_high=d_hi,
                  contrast=f"{hi_r['race']} - {lo_r['race']}")
         sig = np.isfinite(t["p_holm"]) and t["p_holm"] < ctx.a.alpha
-        o = (SUPPORTS if sig and hi_r["fpr"] > lo_r["fpr"] else
-             NOT_SUPPORTED if sig else CANNOT_TELL)
+        o = (C.SUPPORTS if sig and hi_r["fpr"] > lo_r["fpr"] else
+             C.NOT_SUPPORTED if sig else C.CANNOT_TELL)
         t["outcome"] = o
         outcomes.append(o)
         verdicts.append(f"{t['model_id']}: FPR({hi_r['race']}) {fmt(hi_r['fpr'], 3)} "
@@ -309,7 +299,7 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
         f"significant after Holm => over-attribution; family: {len(tests)} model(s)): "
         + "; ".join(verdicts)
         + (". Mixed-model optimizers disagree by > 0.01 in log-likelihood for some fit (see "
-           "mixed_models)" if disagree else ""), combine(outcomes),
+           "mixed_models)" if disagree else ""), C.combine(outcomes),
         tables={"main": fpr, "tests": test_df, "mixed_models": lmm_df,
                 **({"joint_mixed_model": joint_df} if joint else {}),
                 "accuracy_by_race": pl.DataFrame(acc), "confusion_by_race": pl.concat(conf)},
@@ -319,7 +309,7 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
                  "accuracy_by_race": acc, "family": "models",
                  "all_mixed_models_converged": bool(lmm_df["converged"].all()),
                  "optimizers_disagree": disagree},
-        simulated=any_simulated(list(frames.values())), provenance=provenance(list(frames.values())))
+        simulated=C.any_simulated(list(frames.values())), provenance=C.provenance(list(frames.values())))
 
 
 def figures(result: AblationResult, folder: Path) -> list[Path]:

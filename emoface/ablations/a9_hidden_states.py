@@ -1,6 +1,6 @@
 """A9: hidden states. Per-layer hidden states of one model (``ablations.A9.model``).
 
-A9: does the representation hold within-category information about the human ratings?
+The question: does the representation hold within-category information about the human ratings?
 
 Preprocessing (docs/analysis-plan.md, A9): human ratings Y = (valence mean, arousal mean) per
 image, each z-scored over the images; hidden states H per layer and pooling (mean over image
@@ -119,14 +119,8 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     """A9 for the configured model (family-wise permutation p over layers x poolings)."""
     import polars as pl
 
-    from emoface.analysis.common import (
-        CANNOT_TELL,
-        SUPPORTS,
-        AblationResult,
-        fmt,
-        provenance,
-        word,
-    )
+    from emoface.analysis import common as C
+    from emoface.analysis.common import AblationResult, fmt, word
     from emoface.analysis.stats import (
         debiased_cka,
         debiased_cka_permutations,
@@ -191,7 +185,7 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
                                              g.drop_nulls("arousal")["arousal_mean"].to_numpy())[0]
                              for _, g in base.group_by("intended", maintain_order=True)])
     sig = best["within_category_p"] < ctx.a.alpha and best["debiased_cka_p"] < ctx.a.alpha
-    o = SUPPORTS if sig else CANNOT_TELL
+    o = C.SUPPORTS if sig else C.CANNOT_TELL
     best_rsa = table.filter(pl.col("pooling") == "image_pool").sort(
         "rsa_spearman", descending=True).row(0, named=True)
     verdict = (f"A9 (rule: within-category debiased CKA and debiased CKA above their permutation "
@@ -213,7 +207,7 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
         metrics={"model": model, "best_layer": best, "output_within_category_r": out_within,
                  "rows": table.to_dicts(), "family": f"{table.height} layer x pooling (max-stat)",
                  "rsa_permutations": n_rsa},
-        simulated=bool(base["simulated"].any()), provenance=provenance([base]))
+        simulated=bool(base["simulated"].any()), provenance=C.provenance([base]))
 
 
 def figures(result: AblationResult, folder: Path) -> list[Path]:

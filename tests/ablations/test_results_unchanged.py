@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 
 import pytest
 
 from emoface.analysis.ablations import run_analysis
 from emoface.analysis.context import AnalysisContext
+from emoface.analysis.report import _json_safe
 from emoface.config import AnalysisParams, ModelsParams, Params, StimuliParams
 from emoface.inference.service import run_condition_for
 from emoface.paths import DataPaths
@@ -32,22 +32,12 @@ PINNED = {
 }
 
 
-def _rounded(obj):
-    if isinstance(obj, float):
-        return None if not math.isfinite(obj) else float(f"{obj:.9g}")
-    if isinstance(obj, dict):
-        return {str(k): _rounded(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_rounded(v) for v in obj]
-    if hasattr(obj, "item"):
-        return _rounded(obj.item())
-    return obj
-
-
 def digest(result) -> str:
     """sha256 of the verdict, outcome and metrics (rounded, keys sorted)."""
     data = {"verdict": result.verdict, "outcome": result.outcome, "metrics": result.metrics}
-    text = json.dumps(_rounded(data), sort_keys=True)
+    as_written = json.dumps(_json_safe(data))  # what metrics.json holds (NaN -> null)
+    rounded = json.loads(as_written, parse_float=lambda x: float(f"{float(x):.9g}"))
+    text = json.dumps(rounded, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
