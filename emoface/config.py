@@ -136,61 +136,9 @@ class ModelsParams(_Frozen):
         return _no_duplicates(v, "model")
 
 
-class A1Params(_Frozen):
-    label_source: Literal["baseline", "intended"] = "baseline"
-    # equivalence margin for r(human, image) - r(human, label-only) (docs/analysis-plan.md)
-    margin: float = Field(0.05, gt=0, lt=1)
-
-
-class A3Params(_Frozen):
-    temperatures: tuple[Temperature, ...] = Field((0.0, 0.3, 0.7, 1.0), min_length=1)
-    repeats: int = Field(3, ge=1)
-    # T = 0 repeats: one piece of work (deterministic by design) or re-run with their own seeds
-    # to measure the server's non-determinism
-    t0_repeats: Literal["deterministic", "distinct"] = "deterministic"
-
-    @field_validator("temperatures")
-    @classmethod
-    def _unique(cls, v: tuple) -> tuple:
-        return _no_duplicates(v, "temperature")
-
-
-class SelfQuantizedParams(_Frozen):
-    """A4's second arm: the FP16 weights quantized by the project (mlx-vlm's conversion)."""
-
-    bits: int = Field(4, ge=2, le=8)
-    group_size: Literal[32, 64, 128] = 64
-
-
 def self_quantized_id(fp16: str, bits: int, group_size: int) -> str:
     """Model id of the self-quantized copy of an ``mlx/`` FP16 model."""
     return f"{fp16}@q{bits}-g{group_size}"
-
-
-class A4Params(_Frozen):
-    fp16: ModelId = "simulated/gemma3-4b-fp16"
-    q4: ModelId = "simulated/gemma3-4b"   # the 4-bit QAT release (differs in training too)
-    # FP16 vs the same weights quantized here (quantization alone); needs fp16 = mlx/<directory>
-    self_quantized: SelfQuantizedParams | None = SelfQuantizedParams()
-
-    def arms(self) -> dict[str, tuple[str, str]]:
-        """Contrast name -> (quantized model id, FP16 model id): ``qat`` always, ``self`` when the
-        FP16 model is an mlx directory the project can quantize."""
-        arms = {"qat": (self.q4, self.fp16)}
-        sq = self.self_quantized
-        if sq is not None and self.fp16.startswith("mlx/"):
-            arms["self"] = (self_quantized_id(self.fp16, sq.bits, sq.group_size), self.fp16)
-        return arms
-
-
-class A6Params(_Frozen):
-    models: tuple[ModelId, ...] = ("simulated/qwen2-vl-7b", "simulated/kimi-vl",
-                                   "simulated/smolvlm2")
-
-    @field_validator("models")
-    @classmethod
-    def _unique(cls, v: tuple) -> tuple:
-        return _no_duplicates(v, "model")
 
 
 class RealFacesParams(_Frozen):
@@ -205,10 +153,6 @@ class RealFacesParams(_Frozen):
     usage: str | None = None  # FER-2013 only: keep rows of one Usage (e.g. PublicTest)
     per_emotion: int = Field(40, ge=1)
     seed: int = 3
-
-
-class A9Params(_Frozen):
-    model: ModelId = "simulated/gemma3-4b"
 
 
 class AnalysisParams(_Frozen):

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 from emoface.ablations.base import BASELINE, Ablation, WorkItem, baseline_items
 
 if TYPE_CHECKING:
-    from emoface.analysis.ablations import AblationResult
+    from emoface.analysis.common import AblationResult
     from emoface.analysis.context import AnalysisContext
     from emoface.config import Params
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import polars as pl
 
-    from emoface.analysis.ablations import AblationResult
+    from emoface.analysis.common import AblationResult
     from emoface.analysis.context import AnalysisContext
     from emoface.config import Params
 

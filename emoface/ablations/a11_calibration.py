@@ -30,7 +30,7 @@ from emoface.ablations.base import Ablation, WorkItem, baseline_items
 if TYPE_CHECKING:
     import polars as pl
 
-    from emoface.analysis.ablations import AblationResult
+    from emoface.analysis.common import AblationResult
     from emoface.analysis.context import AnalysisContext
     from emoface.config import Params
 

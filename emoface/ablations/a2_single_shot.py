@@ -10,7 +10,9 @@ from emoface.ablations.base import Ablation, WorkItem, baseline_items, predictio
 from emoface.inference.conditions import Condition
 
 if TYPE_CHECKING:
-    from emoface.analysis.ablations import AblationResult
+    import polars as pl
+
+    from emoface.analysis.common import AblationResult
     from emoface.analysis.context import AnalysisContext
     from emoface.config import Params
 
@@ -21,10 +23,72 @@ def work(params: Params, models: Sequence[str]) -> list[WorkItem]:
     return baseline_items(params, models) + predictions(params, models, [SINGLE_SHOT])
 
 
-def analysis(ctx: AnalysisContext) -> AblationResult:
-    from emoface.analysis.ablations import a2_single_shot
+def _grouping_verdicts(table: pl.DataFrame, units: list[str], field: str, alpha: float,
+                       positive_supports: bool = True) -> tuple[dict, dict, pl.DataFrame]:
+    """Holm over ``units`` (models or contrasts) per grouping; outcome per grouping and overall.
 
-    return a2_single_shot(ctx)
+    Returns ({grouping: overall outcome}, {(unit, grouping): outcome}, the family table)."""
+    import polars as pl
+
+    from emoface.analysis import common as C
+    from emoface.analysis import metrics as M
+
+    fam_rows, per = [], {}
+    overall = {}
+    for g in M.GROUPINGS:
+        metric = f"{field}_{M.GROUPING_COLUMN[g]}"
+        rows = [table.filter((pl.col("model_id") == u) & (pl.col("metric") == metric))
+                .row(0, named=True) for u in units]
+        C.add_holm(rows)
+        outs = []
+        for r in rows:
+            o = C.p_outcome(r["p_holm"], r["difference"], alpha, positive_supports=positive_supports)
+            per[(r["model_id"], g)] = o
+            outs.append(o)
+            fam_rows.append({**r, "grouping": g, "outcome": o})
+        overall[g] = C.combine(outs)
+    return overall, per, pl.DataFrame(fam_rows)
+
+
+def analysis(ctx: AnalysisContext) -> AblationResult:
+    """Within-category SD of arousal, single-shot minus context-carry, same images."""
+    import polars as pl
+
+    from emoface.analysis import common as C
+    from emoface.analysis import metrics as M
+    from emoface.analysis.common import AblationResult, fmt, word
+
+    single = Condition(protocol="single_shot")
+    rows, parse, frames = [], [], []
+    for m in ctx.models:
+        carry, ss = ctx.predictions(m), ctx.predictions(m, single)
+        frames += [carry, ss]
+        rows += C.paired_rows(ctx, m, carry, ss, "context_carry", "single_shot")
+        for name, df in (("context_carry", carry), ("single_shot", ss)):
+            for f in ("emotion", *M.FIELDS):
+                counts = df.group_by(f"{f}_status", maintain_order=True).len()
+                parse += [{"model_id": m, "protocol": name, "field": f, "status": s, "n": n}
+                          for s, n in counts.iter_rows()]
+    table = pl.DataFrame(rows)
+    overall, per, fam = _grouping_verdicts(table, list(ctx.models), "arousal", ctx.a.alpha)
+    verdicts = []
+    for r in fam.filter(pl.col("grouping") == "intended").iter_rows(named=True):
+        verdicts.append(f"{r['model_id']}: within-category SD of arousal {fmt(r['context_carry'])}"
+                        f" (context-carry) -> {fmt(r['single_shot'])} (single-shot), difference "
+                        f"{fmt(r['difference'])} [{fmt(r['diff_low'])}, {fmt(r['diff_high'])}], "
+                        f"p = {fmt(r['p'], 4)} (Holm {fmt(r['p_holm'], 4)}) -> "
+                        f"{word(r['outcome'])}")
+    outcome = C.across_definitions(overall)
+    return AblationResult(
+        "A2", "A2 (rule: within-category SD of arousal (intended emotion, same images) rises in "
+        f"single-shot => anchoring; family: {len(ctx.models)} model(s), Holm): "
+        + "; ".join(verdicts) + C.definitions_line(overall), outcome,
+        tables={"main": table, "verdict_tests": fam, "parse_outcomes": pl.DataFrame(parse)},
+        plots={"paired_differences": table.select("model_id", "metric", "difference",
+                                                   "diff_low", "diff_high")},
+        metrics={"rows": table.to_dicts(), "outcome_by_grouping": overall,
+                 "family": "arousal x models"},
+        simulated=C.any_simulated(frames), provenance=C.provenance(frames))
 
 
 def figures(result: AblationResult, folder: Path) -> list[Path]:

@@ -6,9 +6,11 @@ researchers' hour estimate), the work it needs (:attr:`Ablation.work`), its para
 ``ablations.<ID>`` section of params.yaml, or none), its analysis and its figures. The registry
 (``emoface.ablations``) lists the modules; everything else asks the registry.
 
-Module bodies stay light (config and conditions only): analysis and figure code import numpy,
-statsmodels, matplotlib and the analysis package inside the functions, so planning a run never
-pays for them and the registry never imports ``emoface.analysis`` (which imports the registry).
+Module bodies stay light (metadata, params model, conditions, numpy): analysis and figure code
+import polars, scipy, statsmodels, matplotlib and the analysis package inside the functions, so
+planning a run never pays for them and the registry never imports ``emoface.analysis`` (which
+imports the registry). What several ablations share (the result record, decision rules, Holm,
+provenance, bootstrap and paired-arm helpers) is in ``emoface.analysis.common``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from emoface.inference.conditions import Condition
 from emoface.prompts import calls_per_stimulus
 
 if TYPE_CHECKING:  # only for annotations: importing these here would be circular
-    from emoface.analysis.ablations import AblationResult
+    from emoface.analysis.common import AblationResult
     from emoface.analysis.context import AnalysisContext
     from emoface.config import Params
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from emoface.analysis import metrics as M
-from emoface.analysis.stats import holm
+from emoface.analysis.stats import bc_pvalue, holm
+
+if TYPE_CHECKING:
+    from emoface.analysis.context import AnalysisContext
 
 EPS = 1e-9  # a CI bound within floating-point noise of 0 counts as 0
 SUPPORTS, NOT_SUPPORTED, CANNOT_TELL = "supports", "does_not_support", "cannot_tell"
@@ -100,3 +104,66 @@ def boot_weights(ctx, identities, n_boot: int | None = None) -> np.ndarray:
 
 def any_simulated(frames: Sequence[pl.DataFrame]) -> bool:
     return any(bool(f["simulated"].any()) for f in frames)
+
+
+def definitions_line(overall: dict[str, str]) -> str:
+    """"; by grouping: ..." for a verdict, flagging groupings that disagree."""
+    return ("; by grouping: " + ", ".join(f"{g} {word(o)}" for g, o in overall.items())
+            + (" -> definition-sensitive" if len(set(overall.values())) > 1 else ""))
+
+
+# --- paired arms (A2, A4) and within-category SDs (A2, A4, A6) -------------------------------
+
+def _correct(df: pl.DataFrame) -> np.ndarray:
+    return M.label_array(df) == df["intended"].to_numpy()
+
+
+def pair_keep(a: pl.DataFrame, b: pl.DataFrame, f: str, g: str) -> np.ndarray:
+    """The images both arms rated (and, for the ``correct`` grouping, both labelled correctly)."""
+    keep = a[f].is_not_null().to_numpy() & b[f].is_not_null().to_numpy()
+    return keep & _correct(a) & _correct(b) if g == "correct" else keep
+
+
+def grouped(df: pl.DataFrame, x: np.ndarray, g: str, w: np.ndarray, keep: np.ndarray,
+            var: bool = False) -> tuple[float, np.ndarray]:
+    """(point estimate, bootstrap replicates) of a within-category SD (or variance)."""
+    point = M.w_grouped_sd(df, x, g, np.ones((1, df.height)), keep, var)[0]
+    return float(point), M.w_grouped_sd(df, x, g, w, keep, var)
+
+
+def paired_rows(ctx: AnalysisContext, model: str, a: pl.DataFrame, b: pl.DataFrame,
+                label_a: str, label_b: str) -> list[dict]:
+    """b - a for kappa, r, MAE, SD and the within-category SD under every grouping, over the
+    same images in both arms, with identity-bootstrap BC CIs and p (the images are paired)."""
+    if list(a["stimulus_id"]) != list(b["stimulus_id"]):
+        raise ValueError("paired arms must list the same stimuli in the same order")
+    w = boot_weights(ctx, a["identity"].to_list())
+    one = np.ones((1, a.height))
+    k = len(ctx.emotions)
+    ta, pa = M.label_codes(a, ctx.emotions)
+    tb, pb = M.label_codes(b, ctx.emotions)
+    est = {"kappa": (M.w_kappa(ta, pa, k, one)[0], M.w_kappa(tb, pb, k, one)[0],
+                     M.w_kappa(tb, pb, k, w) - M.w_kappa(ta, pa, k, w))}
+    for f in M.FIELDS:
+        h = a[f"{f}_mean"].to_numpy().astype(float)
+        xa, xb = a[f].to_numpy().astype(float), b[f].to_numpy().astype(float)
+        ok = np.isfinite(xa) & np.isfinite(xb)
+        ha, wa, onea = h[ok], w[:, ok], one[:, ok]
+        for name, fn in (("r", lambda x, ww: M.w_pearson(x, ha, ww)),  # noqa: B023
+                         ("mae", lambda x, ww: M.w_mae(x, ha, ww)),  # noqa: B023
+                         ("sd", lambda x, ww: M.w_sd(x, ww))):
+            est[f"{f}_{name}"] = (fn(xa[ok], onea)[0], fn(xb[ok], onea)[0],
+                                  fn(xb[ok], wa) - fn(xa[ok], wa))
+        for g in M.GROUPINGS:
+            keep = pair_keep(a, b, f, g)
+            pa_, sa = grouped(a, xa, g, w, keep)
+            pb_, sb = grouped(b, xb, g, w, keep)
+            est[f"{f}_{M.GROUPING_COLUMN[g]}"] = (pa_, pb_, sb - sa)
+    rows = []
+    for key, (va, vb, samples) in est.items():
+        d = float(vb - va)
+        lo, hi = M.percentile_ci(samples, ctx.a.alpha, d)
+        rows.append({"model_id": model, "metric": key, label_a: float(va), label_b: float(vb),
+                     "difference": d, "diff_low": lo, "diff_high": hi,
+                     "p": bc_pvalue(samples, d)})
+    return rows

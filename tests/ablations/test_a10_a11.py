@@ -12,6 +12,7 @@ import pytest
 from scipy.stats import wasserstein_distance
 
 from emoface.ablations import run_analysis
+from emoface.ablations.a3_temperature import A3Params
 from emoface.ablations.a10_test_retest import fleiss_kappa_codes, icc1_from_summary, icc_table
 from emoface.ablations.a11_calibration import (
     digit_moments,
@@ -21,7 +22,7 @@ from emoface.ablations.a11_calibration import (
 )
 from emoface.analysis.context import AnalysisContext
 from emoface.analysis.report import write_report, write_result
-from emoface.config import A3Params, AblationsParams, AnalysisParams, ModelsParams, Params, StimuliParams
+from emoface.config import AblationsParams, AnalysisParams, ModelsParams, Params, StimuliParams
 from emoface.inference.conditions import Condition
 from emoface.inference.service import run_condition_for
 from emoface.paths import DataPaths

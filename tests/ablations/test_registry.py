@@ -102,3 +102,18 @@ def test_dvc_analyses_stage_lists_every_registered_ablation():
             missing.append(f"{folder}/plots")
     assert not missing, f"dvc.yaml's analyses stage lacks: {', '.join(missing)}"
     assert "--tier extended" in stage["cmd"]  # the largest tier: every registered ablation
+
+
+def test_planning_loads_no_analysis_code():
+    """The registry imports every module to read its metadata; their analysis code (and scipy,
+    statsmodels, polars, matplotlib) must load only when an analysis runs."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from emoface.config import Params; from emoface.ablations import "
+            "build_plan, registry; p = Params(); build_plan(p, list(registry()), p.models.study); "
+            "print(' '.join(m for m in ('emoface.analysis', 'scipy', 'statsmodels', 'polars', "
+            "'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "", f"planning imported: {out.stdout.strip()}"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from emoface.ablations import work_for
-from emoface.config import A3Params, AblationsParams, Params
+from emoface.ablations.a3_temperature import A3Params
+from emoface.config import AblationsParams, Params
 from emoface.inference.conditions import Condition
 
 

@@ -9,12 +9,12 @@ import numpy as np
 import polars as pl
 import pytest
 
+from emoface.ablations.a4_quantization import _range_word
+from emoface.ablations.a5_dark_knowledge import digit_distribution
+from emoface.ablations.a8_fpr_by_race import _fpr_rows
+from emoface.ablations.a9_hidden_states import within_identity_perms
 from emoface.analysis import metrics as M
 from emoface.analysis import stats as s
-from emoface.analysis.a5_digits import digit_distribution
-from emoface.analysis.a8_race import _fpr_rows
-from emoface.analysis.a9_hidden import within_identity_perms
-from emoface.analysis.ablations import _range_word
 from emoface.analysis.common import DEFINITION_SENSITIVE, across_definitions, p_outcome
 from emoface.logits import merge_digit_logprobs
 

@@ -14,20 +14,14 @@ import numpy as np
 import polars as pl
 import pytest
 
+from emoface.ablations.a3_temperature import A3Params
+from emoface.ablations.a9_hidden_states import A9Params
 from emoface.analysis import metrics as M
 from emoface.analysis.ablations import run_analysis
 from emoface.analysis.context import AnalysisContext
 from emoface.backends.base import StimulusInput
 from emoface.backends.simulated import SimStimulus, SimulatedBackend
-from emoface.config import (
-    A3Params,
-    A9Params,
-    AblationsParams,
-    AnalysisParams,
-    ModelsParams,
-    Params,
-    StimuliParams,
-)
+from emoface.config import AblationsParams, AnalysisParams, ModelsParams, Params, StimuliParams
 from emoface.inference.conditions import Condition
 from emoface.inference.engine import run_hidden_states
 from emoface.inference.runner import run_batch

@@ -14,9 +14,10 @@ pytestmark = pytest.mark.mlx
 import yaml  # noqa: E402
 
 from emoface.ablations import work_for  # noqa: E402
+from emoface.ablations.a4_quantization import A4Params  # noqa: E402
 from emoface.backends import make_backend  # noqa: E402
 from emoface.backends.mlx.quantize import PROVENANCE, ensure_quantized  # noqa: E402
-from emoface.config import A4Params, InferenceParams, Params  # noqa: E402
+from emoface.config import InferenceParams, Params  # noqa: E402
 from emoface.stimuli.store import load_stimulus_set  # noqa: E402
 from tests.conftest import write_small_project_params  # noqa: E402
 from tests.flows.test_flow_runs import run_flow  # noqa: E402

@@ -1,0 +1,79 @@
+"""Moving code must not move numbers: the baseline, A1, A2, A5 and A8 results on a small simulated
+world are pinned to digests recorded with the code before the plug-in refactor (issue 14).
+
+The digest covers the verdict, the outcome and every metric (floats rounded to 9 significant
+digits, so last-bit differences between BLAS builds do not count). A change that is meant to
+change a result updates ``PINNED`` in the same commit and says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from emoface.analysis.ablations import run_analysis
+from emoface.analysis.context import AnalysisContext
+from emoface.analysis.report import _json_safe
+from emoface.config import AnalysisParams, ModelsParams, Params, StimuliParams
+from emoface.inference.service import run_condition_for
+from emoface.paths import DataPaths
+from emoface.stimuli.generate import generate_stimulus_set
+
+MODEL = "simulated/gemma3-4b"
+# recorded with the code of commit 5027913 (before the analyses moved into their modules)
+PINNED = {
+    "baseline": "36085ba84b5ee82430a3e7e5d99078a71122e8b9e6b7a1dc117b6a14edf2bebf",
+    "A1": "b9617f6fb14db5d8d312da1f4eb0392e922df68778aebcfca63ced0c9d66567b",
+    "A2": "229bdd651647383a94b151ec883514d3f64a7ffa97df60e02b0f4b9d474ca8fc",
+    "A5": "9ba972bfd70d8c28a79c6bf68b2f75ee2bc2989847ed1ca9948010f6d62f6b30",
+    "A8": "ba3996859988de74dca7444dff31b5d8156a6189112ef2e25bb5be7268772cd2",
+}
+
+
+def digest(result) -> str:
+    """sha256 of the verdict, outcome and metrics (rounded, keys sorted)."""
+    data = {"verdict": result.verdict, "outcome": result.outcome, "metrics": result.metrics}
+    as_written = json.dumps(_json_safe(data))  # what metrics.json holds (NaN -> null)
+    rounded = json.loads(as_written, parse_float=lambda x: float(f"{float(x):.9g}"))
+    text = json.dumps(rounded, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def small_world(root) -> tuple[Params, DataPaths]:
+    """48 stimuli, one model, no FER: the baseline, single-shot and text-only conditions."""
+    p = Params(stimuli=StimuliParams(identities_per_cell=2),
+               models=ModelsParams(study=(MODEL,), fer=()),
+               analysis=AnalysisParams(bootstrap=200, permutations=99))
+    data = DataPaths(root / "data")
+    generate_stimulus_set(p.study, p.stimuli, data.stimulus_set("embedded"))
+    run_condition_for(p, data, MODEL, protocol="context_carry")
+    run_condition_for(p, data, MODEL, protocol="single_shot")
+    run_condition_for(p, data, MODEL, protocol="text_only", label_source="baseline")
+    return p, data
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return small_world(tmp_path_factory.mktemp("unchanged"))
+
+
+@pytest.mark.parametrize("aid", list(PINNED))
+def test_results_match_the_pre_refactor_code(world, aid):
+    p, data = world
+    got = digest(run_analysis(aid, AnalysisContext(p, data, [MODEL])))
+    assert got == PINNED[aid], (f"{aid}'s verdict or metrics changed ({got}); if intended, "
+                                "update PINNED and say why in the commit")
+
+
+if __name__ == "__main__":  # print the digests of the code on the path (to record PINNED)
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        p, data = small_world(Path(tmp))
+        for aid in PINNED:
+            print(f'    "{aid}": "{digest(run_analysis(aid, AnalysisContext(p, data, [MODEL])))}",')
+    sys.exit(0)
