@@ -47,7 +47,7 @@ run: setup
 	$(PY) flows/ablations.py $(ARGS)
 
 repro: setup
-	$(VENV)/bin/dvc repro
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro   # stages run `python` from PATH
 
 test: setup-dev
 	$(PY) -m pytest
