@@ -136,6 +136,10 @@ class FakeOllama:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # TCP_NODELAY, as a real Ollama server has (Go's net/http sets it on every
+            # connection). Without it the headers and the body go out as two writes, the second
+            # held back by Nagle until the client's delayed ACK: about 40 ms added to every call.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):  # keep test output clean
                 pass
