@@ -102,6 +102,10 @@ class Cluster:
                 f"cannot reach the Dask scheduler at {self.address} within {self.timeout_s:g} s "
                 f"({type(err).__name__}); start it with `dask scheduler` on that machine, or "
                 "drop --dask / execution.dask to run here") from None
+        from emoface.inference.worker import WorkerSetup
+
+        # on every worker, present and future: no profiler where it deadlocks, imports warmed
+        self.client.register_plugin(WorkerSetup())
         return self
 
     def __exit__(self, *exc) -> None:

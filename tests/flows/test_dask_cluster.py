@@ -33,6 +33,9 @@ from tests.fake_ollama import FakeOllama
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 pytest.importorskip("prefect_dask")
+from distributed import Client  # noqa: E402 - after the skip: dask is an optional extra
+
+from emoface.inference.worker import profiler_deadlocks, profiler_running  # noqa: E402
 
 DIGEST = "a2af6cc3eb7f" + "0" * 52
 MODEL = "ollama/gemma3:4b"
@@ -81,6 +84,10 @@ def test_two_workers_two_servers_same_rows_as_one_process(tmp_path):
         assert rc == 0, err[-4000:]
         served = {a.host: len(a.chat_requests()), b.host: len(b.chat_requests())}
         in_flight = (a.max_in_flight, b.max_in_flight)
+        with Client(address, timeout="60s") as client:  # the flow's worker plugin, on both
+            profiling = client.run(profiler_running)
+    assert len(profiling) == 2
+    assert set(profiling.values()) == {not profiler_deadlocks()}, profiling
     assert out["calls"] == 48 * 3 + 48  # the Ollama model on the cluster + FER in the flow
     assert sum(served.values()) == 48 * 3 and min(served.values()) > 0, served
     assert max(in_flight) <= CAPACITY, in_flight
@@ -190,3 +197,9 @@ def test_an_unreachable_scheduler_is_one_clear_error():
                                            r"tcp://127\.0\.0\.1:9 within 2 s.*dask scheduler"):
         with Cluster(ExecutionParams(dask="tcp://127.0.0.1:9", worker_timeout_s=2)):
             pass
+
+
+def test_the_profiler_is_stopped_only_where_cpython_deadlocks_in_it():
+    """CPython #106883 (sys._current_frames vs the GC) was fixed in 3.12."""
+    assert profiler_deadlocks((3, 11, 7)) and profiler_deadlocks((3, 10, 0))
+    assert not profiler_deadlocks((3, 12, 0)) and not profiler_deadlocks((3, 13, 1))
