@@ -238,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     out = {"ok": ok, "wall_s": round(wall, 1), "task_runs": len(record.launched),
            "task_runs_recorded": recorded, "ablations": ids}
     if ok:
-        out.update(calls=result["calls"], outcomes={s["ablation"]: s.get("outcome")
-                                                    for s in result["ablations"]})
+        out.update(calls=result["calls"], calls_by_flow=result["calls_by_flow"],
+                   outcomes={s["ablation"]: s.get("outcome") for s in result["ablations"]})
     else:
         out["error"] = str(result)
     if args.json:

@@ -11,6 +11,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from emoface.ablations import REGISTRY, Plan, WorkItem, baseline_items
+from emoface.ablations.base import BASELINE
 from emoface.backends import Backend, make_backend
 from emoface.config import Params
 from emoface.inference.engine import (
@@ -122,8 +123,8 @@ def run_items(items: list[WorkItem], backends: _Backends, params: Params, data: 
         specs = plan_condition(backend, ss, item.condition, item.condition.options(params.inference),
                                store, batch_size=params.inference.batch_size, labels=labels)
         if isinstance(backend, ClusterModel):  # compute on the workers, commit here
-            calls += _RUN["cluster"].run_specs(backend, specs, store, params.inference,
-                                               params.study.emotions, context)
+            calls += _run_cluster().run_specs([(backend, s) for s in specs], store,
+                                               params.inference, params.study.emotions, context)
             logger.info("%s: %s done", context, item.label)
             continue
         store.sweep(specs[0].folder)
@@ -190,6 +191,79 @@ def _batch_calls(spec, future, context: str) -> int:
     return (state.result() or {}).get("calls", 0)
 
 
+class _ClusterPlan:
+    """The batches of a plan that the cluster can run before any subflow (Ollama/MLX predictions
+    whose stimulus set is present), deduplicated, in plan order. A text-only condition that gives
+    the model its own baseline labels waits until every batch of that baseline is committed; it
+    then joins the queue (:meth:`ready`)."""
+
+    def __init__(self, items: list[WorkItem], backends: _Backends, params: Params,
+                 data: DataPaths) -> None:
+        self.backends, self.params, self.data = backends, params, data
+        self.store = PredictionStore(data.root)
+        self.work: list[tuple[ClusterModel, object]] = []
+        self.waiting: list[tuple[WorkItem, set[str]]] = []  # (item, baseline keys it needs)
+        planned: dict[tuple, list] = {}
+        for item in dict((i.key, i) for i in items
+                         if i.kind == "predictions" and cluster_backend(i.model_id)
+                         and data.stimulus_set(i.stimulus_set).manifest.exists()).values():
+            if item.condition.label_source == "baseline":
+                base = planned.get(("predictions", item.stimulus_set, item.model_id,
+                                    BASELINE.condition_id))
+                if base is not None:  # else its ablation's subflow runs it once the baseline is
+                    self.waiting.append((item, {s.key for s in base if not self.store.is_done(
+                        s.folder, s.index, s.key)}))
+                continue
+            specs = self._plan(item)
+            planned[item.key] = specs
+            self.work += [(self.backends.get(item.model_id, item.stimulus_set), s) for s in specs]
+
+    def _plan(self, item: WorkItem) -> list:
+        backend = self.backends.get(item.model_id, item.stimulus_set)
+        ss = self.backends.stimuli(item.stimulus_set)
+        labels = resolve_labels(item.condition, ss, self.store, backend.info.model_id,
+                                self.params.study.emotions)
+        return plan_condition(backend, ss, item.condition,
+                              item.condition.options(self.params.inference), self.store,
+                              batch_size=self.params.inference.batch_size, labels=labels)
+
+    def ready(self, committed: set[str]) -> list[tuple[ClusterModel, object]]:
+        """Waiting conditions whose baseline is now complete: every batch of it that was missing
+        when planned is among the ``committed`` keys."""
+        out = []
+        for entry in list(self.waiting):
+            item, needs = entry
+            if needs <= committed:
+                self.waiting.remove(entry)
+                backend = self.backends.get(item.model_id, item.stimulus_set)
+                out += [(backend, s) for s in self._plan(item)
+                        if not self.store.is_done(s.folder, s.index, s.key)]
+        return out
+
+
+@flow(name="cluster-inference", flow_run_name="cluster inference | {models_label}")
+def cluster_flow(items: list[WorkItem], params: Params, data_root: str, models_label: str) -> int:
+    """Every Ollama/MLX batch of the plan through one window on the cluster, so no worker idles
+    while an ablation's last batches finish or the next one is planned. The baseline and ablation
+    subflows that follow find these batches stored and run only what is left (other backends,
+    hidden states, a set built later). A batch that fails here is not final: the subflow of the
+    ablation that needs it runs it again and reports it there."""
+    logger = get_run_logger()
+    data = DataPaths(Path(data_root))
+    cluster = _run_cluster()
+    before = cluster.calls
+    try:
+        plan = _ClusterPlan(items, _run_backends(), params, data)
+        cluster.run_specs(plan.work, PredictionStore(data.root), params.inference,
+                          params.study.emotions, "cluster inference", more=plan.ready)
+    except (ModelDigestMismatch, ClusterError):
+        raise
+    except Exception as err:  # noqa: BLE001 - each ablation's subflow retries and reports it
+        logger.warning("cluster inference stopped (%s); each ablation now runs its own batches "
+                       "and reports any failure", err)
+    return cluster.calls - before
+
+
 _RUN: dict = {}  # "backends": _Backends, "cluster": Cluster (with --dask) for one flow run
 
 
@@ -198,6 +272,11 @@ def _run_backends() -> _Backends:
     a flow's function by value with each task on a Dask worker, and ``_RUN`` holds live
     connections that must not travel with it."""
     return _RUN["backends"]
+
+
+def _run_cluster() -> Cluster:
+    """This run's cluster connection (never read ``_RUN`` in a flow body: see above)."""
+    return _RUN["cluster"]
 
 
 @flow(name="baseline", flow_run_name="baseline | {models_label}")
@@ -227,7 +306,7 @@ def ablations_flow(plan: Plan, params: Params, data_root: str, selection: str,
     logger = get_run_logger()
     data = DataPaths(Path(data_root))
     _RUN["backends"] = _Backends(params, data)
-    failures, summaries, calls = [], [], 0
+    failures, summaries, by_flow = [], [], {}  # by_flow: backend calls made in each subflow
     base = baseline_items(params, plan.models)
     cluster = Cluster(params.execution) if params.execution.dask and inference else None
     try:
@@ -235,14 +314,18 @@ def ablations_flow(plan: Plan, params: Params, data_root: str, selection: str,
             _RUN["cluster"] = cluster.__enter__()
         if inference:
             stimuli_task(params, data_root, params.stimuli.set_name)
-            calls += baseline_flow(base, params, data_root, ",".join(plan.models))
+            if cluster is not None:
+                every = base + [i for aid in plan.ablations for i in plan.per_ablation[aid]]
+                by_flow["cluster inference"] = cluster_flow(every, params, data_root,
+                                                            ",".join(plan.models))
+            by_flow["baseline"] = baseline_flow(base, params, data_root, ",".join(plan.models))
         if analyses:
             summaries.append(analysis_task("baseline", params, data_root, plan.models, base))
         for aid in plan.ablations:
             try:
                 s = ablation_flow(aid, REGISTRY[aid].name, plan.per_ablation[aid], params,
                                   data_root, plan.models, inference, analyses)
-                calls += s["calls"]
+                by_flow[aid] = s["calls"]
                 summaries.append(s)
             except (ModelDigestMismatch, ClusterError):
                 raise  # different weights / no cluster: no later ablation may run either
@@ -257,7 +340,8 @@ def ablations_flow(plan: Plan, params: Params, data_root: str, selection: str,
         _RUN.pop("backends").close()
         if _RUN.pop("cluster", None) is not None:
             cluster.__exit__(None, None, None)
-    result = {"calls": calls, "ablations": summaries, "failures": failures}
+    result = {"calls": sum(by_flow.values()), "calls_by_flow": by_flow, "ablations": summaries,
+              "failures": failures}
     if failures:
         raise RunFailure("; ".join(f"{f['ablation']}: {f['error']}" for f in failures))
     return result

@@ -15,7 +15,7 @@ re-run by Dask elsewhere; nothing reaches the store until the flow commits a who
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from prefect import task
@@ -85,6 +85,7 @@ class Cluster:
         self.address = execution.dask
         self.timeout_s = execution.worker_timeout_s
         self.runner = None
+        self.calls = 0  # calls of every batch committed so far (a failed run_specs included)
 
     def __enter__(self) -> Cluster:
         try:
@@ -166,43 +167,60 @@ class Cluster:
                                f"{self.timeout_s + inference.ollama.timeout_s:g} s") from None
         return ClusterModel(served)
 
-    def run_specs(self, model: ClusterModel, specs: Sequence[BatchSpec], store: PredictionStore,
-                  inference: InferenceParams, emotions: Sequence[str], context: str) -> int:
-        """Compute the missing batches on the cluster and commit each here; returns the calls."""
-        todo = [s for s in specs if not store.is_done(s.folder, s.index, s.key)]
-        for s in specs:
-            if s not in todo:
-                progress.advance(len(s.stimuli))
+    def run_specs(self, work: Sequence[tuple[ClusterModel, BatchSpec]], store: PredictionStore,
+                  inference: InferenceParams, emotions: Sequence[str], context: str,
+                  more: Callable[[set[str]], list] | None = None) -> int:
+        """Compute the missing batches of ``work`` (any models, in the order given) on the cluster
+        through one window, and commit each here; returns the calls made. ``more(committed)``,
+        asked after each commit with the keys committed so far, returns work that was waiting
+        for those batches (it joins the end of the queue)."""
+        todo = [(m, s) for m, s in work if not store.is_done(s.folder, s.index, s.key)]
+        if not todo and more is not None:
+            todo = more(set())
         if not todo:
             return 0
-        store.sweep(todo[0].folder)
         running: dict = {}
         try:
             with _api_for_workers():
-                return self._run(model, todo, running, store, inference, emotions, context)
+                return self._run(todo, running, store, inference, emotions, context, more)
         finally:
             for dask_future in running:  # a failed run leaves no work behind on the workers
                 dask_future.cancel()
 
-    def _run(self, model: ClusterModel, queue: list[BatchSpec], running: dict,
+    def _window(self, model_ids: set[str]) -> int:
+        """Batches kept in flight: IN_FLIGHT_PER_WORKER per worker able to run any of them."""
+        return max(1, max(self.eligible_workers(m) for m in model_ids)) * IN_FLIGHT_PER_WORKER
+
+    def _run(self, work: list[tuple[ClusterModel, BatchSpec]], running: dict,
              store: PredictionStore, inference: InferenceParams, emotions: Sequence[str],
-             context: str) -> int:
+             context: str, more: Callable[[set[str]], list] | None) -> int:
         from distributed import wait
         from prefect_dask.task_runners import PrefectDaskFuture
 
-        model_id, calls = model.info.model_id, 0
-        resources = self.resources(model_id)
-        last_seen_worker = time.monotonic()
+        queue, committed, resources = [], set(), {}
+
+        def admit(work: list[tuple[ClusterModel, BatchSpec]]) -> None:
+            for _, spec in work:
+                if spec.model_id not in resources:
+                    resources[spec.model_id] = self.resources(spec.model_id)
+            for folder in dict.fromkeys(s.folder for _, s in work):
+                store.sweep(folder)  # what a killed run left there
+            queue.extend(work)
+
+        admit(work)
+        calls, last_seen_worker = 0, time.monotonic()
         while queue or running:
-            window = max(1, self.eligible_workers(model_id)) * IN_FLIGHT_PER_WORKER
+            waiting = {s.model_id for _, s in queue} or set(resources)
+            window = self._window(waiting)
             while queue and len(running) < window:
-                spec = queue.pop(0)
-                batch = RemoteBatch(model_id, inference, tuple(emotions), spec.condition,
+                model, spec = queue.pop(0)
+                batch = RemoteBatch(spec.model_id, inference, tuple(emotions), spec.condition,
                                     spec.options, spec.index, spec.key, pack_stimuli(spec.stimuli),
                                     spec.labels, model.info.digest, model.served.served_by)
                 dask_future = self.client.submit(
                     compute_batch_task, parameters={"batch": batch}, wait_for=None,
-                    dependencies=None, return_type="state", resources=resources)
+                    dependencies=None, return_type="state",
+                    resources=resources[spec.model_id])
                 fut = PrefectDaskFuture(wrapped_future=dask_future,
                                         task_run_id=dask_future.task_run_id)
                 record.launched.add(str(fut.task_run_id))
@@ -212,16 +230,22 @@ class Cluster:
                     done, _ = wait(list(running), timeout=2.0, return_when="FIRST_COMPLETED")
             except TimeoutError:  # none finished within the poll interval
                 done = set()
-            if self.eligible_workers(model_id):
+            if any(self.eligible_workers(m) for m in waiting):
                 last_seen_worker = time.monotonic()
             elif time.monotonic() - last_seen_worker > self.timeout_s:
                 raise ClusterError(
-                    f"{context}: every Dask worker able to run {model_id} left {self.address} and "
-                    f"none came back within {self.timeout_s:g} s; {len(queue) + len(running)} "
-                    "batch(es) not run. Start a worker and run the same command again.")
+                    f"{context}: every Dask worker able to run {', '.join(sorted(waiting))} left "
+                    f"{self.address} and none came back within {self.timeout_s:g} s; "
+                    f"{len(queue) + len(running)} batch(es) not run. Start a worker and run the "
+                    "same command again.")
             for dask_future in done:
                 spec, fut = running.pop(dask_future)
-                calls += self._commit(spec, fut, store, emotions, context)
+                made = self._commit(spec, fut, store, emotions, context)
+                calls += made
+                self.calls += made
+                committed.add(spec.key)
+            if done and more is not None:
+                admit(more(committed))
         return calls
 
     @staticmethod

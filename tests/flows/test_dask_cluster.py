@@ -54,8 +54,8 @@ def _project(tmp: Path, **execution) -> tuple[Path, Path]:
     return params_file, tmp / "data"
 
 
-def _flow_cmd(params: Path, data: Path, *extra: str) -> list[str]:
-    return [sys.executable, "flows/ablations.py", "--only", "A5", "--models", MODEL, "--stage",
+def _flow_cmd(params: Path, data: Path, *extra: str, only: str = "A5") -> list[str]:
+    return [sys.executable, "flows/ablations.py", "--only", only, "--models", MODEL, "--stage",
             "inference", "--params", str(params), "--data", str(data), "--json", *extra]
 
 
@@ -64,9 +64,9 @@ def _out(stdout: str) -> dict:
     return json.loads(lines[-1]) if lines else {}
 
 
-def run_flow(tmp: Path, params: Path, data: Path, *extra: str, **env: str):
-    proc = subprocess.run(_flow_cmd(params, data, *extra), cwd=REPO, env=local_env(tmp, **env),
-                          capture_output=True, text=True, timeout=600)
+def run_flow(tmp: Path, params: Path, data: Path, *extra: str, only: str = "A5", **env: str):
+    proc = subprocess.run(_flow_cmd(params, data, *extra, only=only), cwd=REPO,
+                          env=local_env(tmp, **env), capture_output=True, text=True, timeout=600)
     return proc.returncode, _out(proc.stdout), proc.stderr
 
 
@@ -116,6 +116,34 @@ def test_two_workers_two_servers_same_rows_as_one_process(tmp_path):
     assert got.keys() == want.keys()
     for k in got:
         np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_every_ablation_shares_one_cluster_queue_and_dependent_work_waits(tmp_path):
+    """A1 (text-only with the model's own baseline labels) and A2 (single-shot): all of their
+    Ollama batches run in the one cluster stage, none in the per-ablation subflows, and the
+    text-only batches are sent only after every baseline batch is committed."""
+    params, data = _project(tmp_path / "p")
+    with FakeOllama(latency_s=0.02) as a, FakeOllama(latency_s=0.02) as b, \
+            dask_cluster(tmp_path / "dask", [a.host, b.host]) as (address, _):
+        rc, out, err = run_flow(tmp_path, params, data, "--dask", address, only="A1,A2")
+        requests = a.chat_requests() + b.chat_requests()
+    assert rc == 0, err[-4000:]
+    # baseline 3 calls, text-only 2, single-shot 1 per stimulus; the FER classifier (48) runs in
+    # the flow process, in the baseline subflow
+    assert out["calls_by_flow"] == {"cluster inference": 48 * (3 + 2 + 1), "baseline": 48,
+                                    "A1": 0, "A2": 0}, out
+    assert len(requests) == 48 * 6
+    with_image = [r["_t"] for r in requests if any(m.get("images") for m in r["messages"])]
+    text_only = [r["_t"] for r in requests if not any(m.get("images") for m in r["messages"])]
+    assert len(text_only) == 48 * 2 and len(with_image) == 48 * 4
+    baseline = [r["_t"] for r in requests  # with the image, not single-shot (a JSON format)
+                if any(m.get("images") for m in r["messages"]) and not r.get("format")]
+    assert len(baseline) == 48 * 3
+    assert min(text_only) > max(baseline)  # labels exist only once the whole baseline does
+    folder = data / "predictions/embedded/text_only-baseline_t0_r1" / model_slug(MODEL)
+    rows = PredictionStore(data).read(folder, load_params(params).study.emotions,
+                                      n_batches=48 // BATCH)
+    assert rows.height == 48 and rows["label_given"].null_count() == 0
 
 
 def test_worker_killed_mid_run_loses_nothing(tmp_path):
