@@ -130,8 +130,11 @@ def _concurrency(model_id: str, params: Params) -> int:
     return 1
 
 
-def summarize(plan: Plan, params: Params, data: DataPaths) -> dict:
-    """The plan as JSON-able data (what --dry-run prints)."""
+def summarize(plan: Plan, params: Params, data: DataPaths,
+              workers: dict[str, int] | None = None) -> dict:
+    """The plan as JSON-able data (what --dry-run prints). ``workers``: for a cluster run, how
+    many Dask workers can serve each Ollama/MLX model (each with its own server), which divides
+    that model's estimated time."""
     sizes: dict[str, int | None] = {}
     needed_by: dict[tuple, list[str]] = {}
     for a, items in plan.per_ablation.items():
@@ -151,7 +154,8 @@ def summarize(plan: Plan, params: Params, data: DataPaths) -> dict:
         done = min(c, _stored_rows(it, data, params) * it.calls_per_stimulus())
         lat, source = measured_latency(it.model_id, data)
         latencies[it.model_id] = {"seconds_per_call": lat, "source": source}
-        seconds += (c - done) * lat / _concurrency(it.model_id, params)
+        parallel = _concurrency(it.model_id, params) * max(1, (workers or {}).get(it.model_id, 1))
+        seconds += (c - done) * lat / parallel
         unique_total += c
         done_total += done
         conditions.append({
@@ -171,6 +175,7 @@ def summarize(plan: Plan, params: Params, data: DataPaths) -> dict:
         "calls_remaining": unique_total - done_total,
         "estimated_seconds": round(seconds, 1),
         "latency": latencies,
+        "workers": workers,
         "unknown_sets": sorted(k for k, v in sizes.items() if v is None),
     }
 

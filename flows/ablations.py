@@ -91,7 +91,9 @@ def print_plan(summary: dict, as_json: bool) -> None:
                   ",".join(row["needed_by"]), f"{row['calls']:,}" if row["stimuli_known"]
                   else "? (set not imported)", f"{row['calls_done']:,}")
     console.print(c)
+    workers = summary.get("workers") or {}
     lat = "; ".join(f"{m}: {v['seconds_per_call'] * 1000:.1f} ms/call ({v['source']})"
+                    + (f" on {workers[m]} Dask worker(s)" if m in workers else "")
                     for m, v in summary["latency"].items())
     console.print(f"calls: naive sum {summary['calls_total']:,} -> unique {summary['calls_unique']:,}"
                   f"; already done {summary['calls_done']:,}; to run "
@@ -179,7 +181,16 @@ def main(argv: list[str] | None = None) -> int:
         models = args.models.split(",") if args.models else list(params.models.study)
         plan = build_plan(params, ids, models)
         data = DataPaths(args.data)
-        summary = summarize(plan, params, data)
+        workers = None
+        if args.dry_run and params.execution.dask:
+            from emoface.inference.remote import cluster_backend, workers_per_model
+
+            if any(cluster_backend(m) for m in models):
+                workers = workers_per_model(params.execution.dask, models)
+                if workers is None:
+                    print(f"note: the Dask scheduler at {params.execution.dask} did not answer; "
+                          "the estimate is for one worker per model", file=sys.stderr)
+        summary = summarize(plan, params, data, workers)
     except (EmofaceError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

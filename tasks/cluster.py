@@ -30,18 +30,17 @@ from emoface.inference.remote import (
     ModelDigestMismatch,
     RemoteBatch,
     ServedModel,
+    batch_resources,
     compute_batch,
     describe_model,
+    eligible_workers,
     pack_stimuli,
+    scheduler_info,
 )
 from emoface.inference.store import PredictionStore
 from tasks import progress, record
 from tasks.inference import retry_transient_only
 
-#: share of a worker's ``ollama`` resource one batch takes: a worker started with
-#: ``--resources ollama=1`` runs up to 8 Ollama batches at once (its backend's limiter still caps
-#: the calls to its server at the worker's concurrency); MLX batches take the whole ``mlx=1``.
-RESOURCE_SHARE = {"ollama": 0.125, "mlx": 1.0}
 #: batches in flight per eligible worker: one computing, the next ones queued behind it so the
 #: server never idles while a finished batch travels back and is committed.
 IN_FLIGHT_PER_WORKER = 3
@@ -121,21 +120,13 @@ class Cluster:
     # --- workers -------------------------------------------------------------------------
     def resources(self, model_id: str) -> dict[str, float] | None:
         """The resource a batch of ``model_id`` takes, when some worker declares it."""
-        kind = model_id.partition("/")[0]
-        declared = any(kind in (w.get("resources") or {}) for w in self._workers().values())
-        return {kind: RESOURCE_SHARE[kind]} if declared and kind in RESOURCE_SHARE else None
+        return batch_resources(self._workers(), model_id)
 
     def _workers(self) -> dict:
-        return self.client.scheduler_info(n_workers=-1)["workers"] if _takes_n_workers(
-            self.client) else self.client.scheduler_info()["workers"]
+        return scheduler_workers(self.client)
 
     def eligible_workers(self, model_id: str) -> int:
-        need = self.resources(model_id)
-        workers = self._workers().values()
-        if not need:
-            return len(workers)
-        (kind, share), = need.items()
-        return sum(1 for w in workers if (w.get("resources") or {}).get(kind, 0) >= share)
+        return eligible_workers(self._workers(), model_id)
 
     def wait_for_workers(self, model_id: str) -> int:
         """Block until a worker able to run ``model_id`` is present; fail after the timeout."""
@@ -303,7 +294,6 @@ class BatchFailed(EmofaceError):
     """A batch failed on the cluster; the message says which and how to resume."""
 
 
-def _takes_n_workers(client) -> bool:
-    import inspect
-
-    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+def scheduler_workers(client) -> dict:
+    """Every worker the scheduler knows (newer ``distributed`` lists only some by default)."""
+    return scheduler_info(client)["workers"]

@@ -29,8 +29,10 @@ def local_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 @contextmanager
 def dask_cluster(tmp: Path, worker_hosts: list[str], *, nthreads: int = 4,
-                 env: dict[str, str] | None = None) -> Iterator[tuple[str, list[subprocess.Popen]]]:
-    """Yield the scheduler address and the worker processes (one per Ollama host)."""
+                 env: dict[str, str] | None = None, worker_args: list[list[str]] | None = None,
+                 ) -> Iterator[tuple[str, list[subprocess.Popen]]]:
+    """Yield the scheduler address and the worker processes (one per Ollama host; worker i gets
+    the extra command-line arguments ``worker_args[i]``, e.g. ``["--resources", "ollama=1"]``)."""
     tmp.mkdir(parents=True, exist_ok=True)
     sched_file = tmp / "scheduler.json"
     procs: list[subprocess.Popen] = []
@@ -56,7 +58,8 @@ def dask_cluster(tmp: Path, worker_hosts: list[str], *, nthreads: int = 4,
         address = json.loads(sched_file.read_text())["address"]
         workers = [start(["distributed.cli.dask_worker", address, "--host", "127.0.0.1",
                           "--nthreads", str(nthreads), "--no-nanny", "--no-dashboard",
-                          "--name", f"w{i}", "--local-directory", str(tmp / f"w{i}")],
+                          "--name", f"w{i}", "--local-directory", str(tmp / f"w{i}"),
+                          *((worker_args or [])[i] if i < len(worker_args or []) else [])],
                          f"worker{i}", OLLAMA_HOST=host)
                    for i, host in enumerate(worker_hosts)]
         if worker_hosts:

@@ -229,6 +229,56 @@ def compute_batch(batch: RemoteBatch) -> ComputedBatch:
     return ComputedBatch(batch.index, batch.key, rows, records, where, info.digest)
 
 
+#: share of a worker's ``ollama`` resource one batch takes: a worker started with
+#: ``--resources ollama=1`` runs up to 8 Ollama batches at once (its backend's limiter still caps
+#: the calls to its server at the worker's concurrency); MLX batches take the whole ``mlx=1``.
+RESOURCE_SHARE = {"ollama": 0.125, "mlx": 1.0}
+
+
+def batch_resources(workers: Mapping[str, Mapping], model_id: str) -> dict[str, float] | None:
+    """The Dask resource a batch of ``model_id`` takes, given the scheduler's ``workers`` (as in
+    ``scheduler_info()["workers"]``): its kind's share once any worker declares that kind, else
+    None (any worker takes it)."""
+    kind = model_id.partition("/")[0]
+    declared = any(kind in (w.get("resources") or {}) for w in workers.values())
+    return {kind: RESOURCE_SHARE[kind]} if declared and kind in RESOURCE_SHARE else None
+
+
+def eligible_workers(workers: Mapping[str, Mapping], model_id: str) -> int:
+    """How many of ``workers`` can run batches of ``model_id``."""
+    need = batch_resources(workers, model_id)
+    if not need:
+        return len(workers)
+    (kind, share), = need.items()
+    return sum(1 for w in workers.values() if (w.get("resources") or {}).get(kind, 0) >= share)
+
+
+def workers_per_model(address: str, model_ids: Sequence[str],
+                      timeout_s: float = 10.0) -> dict[str, int] | None:
+    """For a dry run: how many workers at ``address`` can run each cluster model now; None when
+    the scheduler does not answer within ``timeout_s``."""
+    try:
+        from distributed import Client
+    except ImportError:
+        return None
+    try:
+        with Client(address, timeout=f"{timeout_s}s") as client:
+            workers = scheduler_info(client)["workers"]
+    except (OSError, TimeoutError):
+        return None
+    return {m: eligible_workers(workers, m) for m in model_ids if cluster_backend(m)}
+
+
+def scheduler_info(client) -> dict:
+    """The scheduler's info with every worker listed (newer ``distributed`` lists only some by
+    default)."""
+    import inspect
+
+    if "n_workers" in inspect.signature(client.scheduler_info).parameters:
+        return client.scheduler_info(n_workers=-1)
+    return client.scheduler_info()
+
+
 def cluster_backend(model_id: str) -> bool:
     """True for models whose batches go to the cluster when one is configured."""
     backend, _ = split_model_id(model_id)

@@ -146,6 +146,25 @@ def test_every_ablation_shares_one_cluster_queue_and_dependent_work_waits(tmp_pa
     assert rows.height == 48 and rows["label_given"].null_count() == 0
 
 
+def test_resources_keep_ollama_batches_on_the_workers_that_declare_them(tmp_path):
+    """README: once a worker declares `--resources "ollama=1"`, Ollama batches run only on
+    workers that declare it; the dry run counts those workers in its estimate."""
+    params, data = _project(tmp_path / "p")
+    with FakeOllama(latency_s=0.01) as a, FakeOllama(latency_s=0.01) as b, \
+            dask_cluster(tmp_path / "dask", [a.host, b.host],
+                         worker_args=[["--resources", "ollama=1"], []]) as (address, _):
+        dry = subprocess.run(_flow_cmd(params, data, "--dask", address, "--dry-run", only="A2"),
+                             cwd=REPO, env=local_env(tmp_path), capture_output=True, text=True,
+                             timeout=300)
+        rc, out, err = run_flow(tmp_path, params, data, "--dask", address, only="A2")
+        served = (len(a.chat_requests()), len(b.chat_requests()))
+    assert dry.returncode == 0 and json.loads(dry.stdout)["workers"] == {MODEL: 1}, dry.stderr
+    assert rc == 0, err[-4000:]
+    assert served == (48 * (3 + 1), 0)  # baseline + single-shot, all on the declaring worker
+    rows = baseline_rows(data, params)
+    assert all(a.host in s for s in rows["served_by"].to_list())
+
+
 def test_worker_killed_mid_run_loses_nothing(tmp_path):
     params, data = _project(tmp_path / "p")
     with FakeOllama(latency_s=0.15) as a, FakeOllama(latency_s=0.15) as b, \
