@@ -165,6 +165,31 @@ def test_resources_keep_ollama_batches_on_the_workers_that_declare_them(tmp_path
     assert all(a.host in s for s in rows["served_by"].to_list())
 
 
+def test_workers_report_their_task_runs_to_the_server_in_prefect_api_url(prefect_server,
+                                                                         tmp_path):
+    """README: with PREFECT_API_URL set for the flow and every worker, the workers' batch task
+    runs are recorded by that server, under the run's `cluster inference` subflow."""
+    import httpx
+
+    url, _ = prefect_server
+    params, data = _project(tmp_path / "p")
+    with FakeOllama() as a, FakeOllama() as b, \
+            dask_cluster(tmp_path / "dask", [a.host, b.host], env={"PREFECT_API_URL": url}) \
+            as (address, _):
+        rc, out, err = run_flow(tmp_path, params, data, "--dask", address, PREFECT_API_URL=url)
+    assert rc == 0, err[-4000:]
+    assert out["task_runs_recorded"] == out["task_runs"] > 0, out
+    with httpx.Client(base_url=url, timeout=30) as api:
+        flow_runs = api.post("/flow_runs/filter", json={}).json()
+        task_runs = api.post("/task_runs/filter", json={}).json()
+    stage = [f for f in flow_runs if f["name"].startswith("cluster inference")]
+    assert len(stage) == 1 and stage[0]["state_type"] == "COMPLETED", flow_runs
+    remote = [t for t in task_runs if " | remote b" in t["name"]]
+    assert len(remote) == 48 // BATCH  # A5's Ollama work is the baseline: 6 batches
+    assert {t["flow_run_id"] for t in remote} == {stage[0]["id"]}
+    assert {t["state_type"] for t in remote} == {"COMPLETED"}
+
+
 def test_worker_killed_mid_run_loses_nothing(tmp_path):
     params, data = _project(tmp_path / "p")
     with FakeOllama(latency_s=0.15) as a, FakeOllama(latency_s=0.15) as b, \
