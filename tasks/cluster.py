@@ -123,7 +123,7 @@ class Cluster:
         return batch_resources(self._workers(), model_id)
 
     def _workers(self) -> dict:
-        return scheduler_workers(self.client)
+        return scheduler_info(self.client)["workers"]
 
     def eligible_workers(self, model_id: str) -> int:
         return eligible_workers(self._workers(), model_id)
@@ -178,9 +178,6 @@ class Cluster:
             for dask_future in running:  # a failed run leaves no work behind on the workers
                 dask_future.cancel()
 
-    def _window(self, model_ids: set[str]) -> int:
-        """Batches kept in flight: IN_FLIGHT_PER_WORKER per worker able to run any of them."""
-        return max(1, max(self.eligible_workers(m) for m in model_ids)) * IN_FLIGHT_PER_WORKER
 
     def _run(self, work: list[tuple[ClusterModel, BatchSpec]], running: dict,
              store: PredictionStore, inference: InferenceParams, emotions: Sequence[str],
@@ -202,7 +199,9 @@ class Cluster:
         calls, last_seen_worker = 0, time.monotonic()
         while queue or running:
             waiting = {s.model_id for _, s in queue} or set(resources)
-            window = self._window(waiting)
+            workers = self._workers()  # one scheduler call per round
+            able = max(eligible_workers(workers, m) for m in waiting)
+            window = max(1, able) * IN_FLIGHT_PER_WORKER  # per worker able to run any of them
             while queue and len(running) < window:
                 model, spec = queue.pop(0)
                 batch = RemoteBatch(spec.model_id, inference, tuple(emotions), spec.condition,
@@ -221,7 +220,7 @@ class Cluster:
                     done, _ = wait(list(running), timeout=2.0, return_when="FIRST_COMPLETED")
             except TimeoutError:  # none finished within the poll interval
                 done = set()
-            if any(self.eligible_workers(m) for m in waiting):
+            if able:
                 last_seen_worker = time.monotonic()
             elif time.monotonic() - last_seen_worker > self.timeout_s:
                 raise ClusterError(
@@ -292,8 +291,3 @@ def _api_for_workers() -> Iterator[None]:
 
 class BatchFailed(EmofaceError):
     """A batch failed on the cluster; the message says which and how to resume."""
-
-
-def scheduler_workers(client) -> dict:
-    """Every worker the scheduler knows (newer ``distributed`` lists only some by default)."""
-    return scheduler_info(client)["workers"]
