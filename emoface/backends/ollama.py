@@ -136,14 +136,14 @@ class OllamaBackend(Backend):
             except Exception as err:  # noqa: BLE001 - classified and re-raised
                 classified = self._classify(err)
                 if isinstance(classified, TransientBackendError):
+                    # every failed request is one request to make again: the last attempt too
+                    # (its conversation is asked again later), so requests sent == answers +
+                    # counted retries exactly
+                    self._count_retries(1)
                     self.breaker.failure(classified)
                 raise classified from err
             self.breaker.success()
             return result
-
-        def count_retry(_state: RetryCallState) -> None:
-            if self.on_retry is not None:
-                self.on_retry()
 
         # waits: backoff_s x 2^n plus up to backoff_s of jitter (tenacity's default jitter is a
         # whole second whatever the backoff), slept without holding the conversation's slot
@@ -153,7 +153,6 @@ class OllamaBackend(Backend):
             wait=wait_exponential_jitter(multiplier=self.backoff_s, jitter=self.backoff_s,
                                          max=30 * max(self.backoff_s, 0.01)),
             sleep=self.backoff_sleep,
-            before_sleep=count_retry,
             reraise=True,
         )
         state: dict[str, RetryCallState] = {}
@@ -222,31 +221,42 @@ class OllamaBackend(Backend):
         results = []
         opts = {"temperature": options.temperature, "seed": options.seed,
                 "num_predict": options.max_tokens, "num_ctx": options.num_ctx}
-        for turn in turns:
-            msg: dict = {"role": "user", "content": turn.text}
-            if turn.with_image and stimulus is not None:
-                msg["images"] = [str(stimulus.image_path)]
-            messages.append(msg)
-            t0 = time.perf_counter()
-            resp, attempts = self._call(
-                self.client.chat, model=self.model, messages=list(messages), options=opts,
-                format=json_schema, stream=False,
-                logprobs=options.top_logprobs > 0 or None,
-                top_logprobs=min(options.top_logprobs, 20) if options.top_logprobs > 0 else None,
-            )
-            text = resp.message.content or ""
-            messages.append({"role": "assistant", "content": text})
-            steps = tuple(
-                TokenStep(lp.token, float(lp.logprob),
-                          tuple((-1, t.token, float(t.logprob)) for t in (lp.top_logprobs or ())))
-                for lp in (resp.logprobs or ())
-            )
-            results.append(TurnResult(
-                text=text, steps=steps, latency_s=time.perf_counter() - t0,
-                prompt_tokens=resp.prompt_eval_count or 0,
-                completion_tokens=resp.eval_count or 0, attempts=attempts,
-            ))
+        try:
+            for turn in turns:
+                self._turn(turn, stimulus, messages, results, opts, options, json_schema)
+        except TransientBackendError as err:
+            # the turns already answered are lost with the conversation and will be sent again
+            self._count_retries(len(results))
+            raise err
         return results
+
+    def _turn(self, turn: Turn, stimulus: StimulusInput | None, messages: list[dict],
+              results: list[TurnResult], opts: dict, options: GenerationOptions,
+              json_schema: dict | None) -> None:
+        """One request of the conversation: appends the question and the answer."""
+        msg: dict = {"role": "user", "content": turn.text}
+        if turn.with_image and stimulus is not None:
+            msg["images"] = [str(stimulus.image_path)]
+        messages.append(msg)
+        t0 = time.perf_counter()
+        resp, attempts = self._call(
+            self.client.chat, model=self.model, messages=list(messages), options=opts,
+            format=json_schema, stream=False,
+            logprobs=options.top_logprobs > 0 or None,
+            top_logprobs=min(options.top_logprobs, 20) if options.top_logprobs > 0 else None,
+        )
+        text = resp.message.content or ""
+        messages.append({"role": "assistant", "content": text})
+        steps = tuple(
+            TokenStep(lp.token, float(lp.logprob),
+                      tuple((-1, t.token, float(t.logprob)) for t in (lp.top_logprobs or ())))
+            for lp in (resp.logprobs or ())
+        )
+        results.append(TurnResult(
+            text=text, steps=steps, latency_s=time.perf_counter() - t0,
+            prompt_tokens=resp.prompt_eval_count or 0,
+            completion_tokens=resp.eval_count or 0, attempts=attempts,
+        ))
 
     def close(self) -> None:
         self.client._client.close()
