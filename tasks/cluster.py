@@ -35,10 +35,10 @@ from emoface.inference.remote import (
     describe_model,
     eligible_workers,
     pack_stimuli,
-    scheduler_info,
 )
 from emoface.inference.store import PredictionStore
 from tasks import progress, record
+from tasks.dask_scheduler import scheduler_info
 from tasks.inference import retry_transient_only
 
 #: batches in flight per eligible worker: one computing, the next ones queued behind it so the
@@ -102,7 +102,7 @@ class Cluster:
                 f"cannot reach the Dask scheduler at {self.address} within {self.timeout_s:g} s "
                 f"({type(err).__name__}); start it with `dask scheduler` on that machine, or "
                 "drop --dask / execution.dask to run here") from None
-        from emoface.inference.worker import WorkerSetup
+        from tasks.worker import WorkerSetup
 
         # on every worker, present and future: no profiler where it deadlocks, imports warmed
         self.client.register_plugin(WorkerSetup())

@@ -122,14 +122,19 @@ _backends: dict[tuple[str, str], Backend] = {}
 _image_dir: dict[str, Path] = {}
 
 
+#: this process's Dask worker address, set by the worker plugin the flow registers
+#: (``tasks/worker.py``); the library itself never imports Dask
+_WORKER: dict[str, str] = {}
+
+
+def set_worker_address(address: str) -> None:
+    """Called once in each Dask worker process (by the worker plugin's ``setup``)."""
+    _WORKER["address"] = address
+
+
 def worker_address() -> str:
     """The Dask worker's address when running inside one, else this machine's host name."""
-    try:
-        from distributed import get_worker
-
-        return get_worker().address
-    except (ImportError, ValueError):
-        return socket.gethostname()
+    return _WORKER.get("address") or socket.gethostname()
 
 
 def worker_inference(inference: InferenceParams) -> InferenceParams:
@@ -251,32 +256,6 @@ def eligible_workers(workers: Mapping[str, Mapping], model_id: str) -> int:
         return len(workers)
     (kind, share), = need.items()
     return sum(1 for w in workers.values() if (w.get("resources") or {}).get(kind, 0) >= share)
-
-
-def workers_per_model(address: str, model_ids: Sequence[str],
-                      timeout_s: float = 10.0) -> dict[str, int] | None:
-    """For a dry run: how many workers at ``address`` can run each cluster model now; None when
-    the scheduler does not answer within ``timeout_s``."""
-    try:
-        from distributed import Client
-    except ImportError:
-        return None
-    try:
-        with Client(address, timeout=f"{timeout_s}s") as client:
-            workers = scheduler_info(client)["workers"]
-    except (OSError, TimeoutError):
-        return None
-    return {m: eligible_workers(workers, m) for m in model_ids if cluster_backend(m)}
-
-
-def scheduler_info(client) -> dict:
-    """The scheduler's info with every worker listed (newer ``distributed`` lists only some by
-    default)."""
-    import inspect
-
-    if "n_workers" in inspect.signature(client.scheduler_info).parameters:
-        return client.scheduler_info(n_workers=-1)
-    return client.scheduler_info()
 
 
 def cluster_backend(model_id: str) -> bool:

@@ -48,6 +48,9 @@ class WorkerSetup(WorkerPlugin):
     idempotent = True  # registered once per scheduler; a second flow run does not re-register
 
     def setup(self, worker) -> None:
+        from emoface.inference.remote import set_worker_address
+
+        set_worker_address(worker.address)  # rows say which worker computed them (served_by)
         if profiler_deadlocks():
             for name in PROFILER_CALLBACKS:
                 callback = worker.periodic_callbacks.pop(name, None)
