@@ -21,6 +21,10 @@ stimuli_app = typer.Typer(no_args_is_help=True, help="Generate, import and check
 app.add_typer(stimuli_app, name="stimuli")
 store_app = typer.Typer(no_args_is_help=True, help="Inspect and prune stored model outputs.")
 app.add_typer(store_app, name="store")
+results_app = typer.Typer(no_args_is_help=True,
+                          help="Export the stored answers as tidy tables; import answers made "
+                               "elsewhere.")
+app.add_typer(results_app, name="results")
 err_console = Console(stderr=True)
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read")]
@@ -204,6 +208,28 @@ def store_prune_cmd(
             prune(f, dry_run=False)
     verb = "would free" if dry_run else "freed"
     print(f"{n} stale file(s); {verb} {_size(total)}")
+
+
+@results_app.command("export")
+def results_export_cmd(
+    out: Annotated[Path, typer.Option("--out", help="folder to write the tables and codebook to")],
+    only: Annotated[str | None, typer.Option(
+        help="comma-separated ablation ids (A5, baseline), condition ids or model ids")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    data: DataOpt = Path("data"),
+) -> None:
+    """The current answers, tidy: answers + digits (CSV and Parquet) and codebook.md."""
+    from emoface.results.export import export
+
+    try:
+        s = export(load_params(params), DataPaths(data), out, only=only)
+    except EmofaceError as err:
+        _fail(err)
+    for line in s.skipped:
+        err_console.print(f"skipped (not complete): {line}", highlight=False, soft_wrap=True)
+    Console().print(f"wrote {s.answers:,} answers and {s.digit_rows:,} digit rows from "
+                    f"{len(s.folders)} (condition, model) folder(s) to {out}: "
+                    + ", ".join(p.name for p in s.files), highlight=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - thin wrapper
