@@ -232,5 +232,45 @@ def results_export_cmd(
                     + ", ".join(p.name for p in s.files), highlight=False, soft_wrap=True)
 
 
+@results_app.command("import")
+def results_import_cmd(
+    predictions: Annotated[Path, typer.Option(help="the answers: JSONL, CSV or Parquet")],
+    map_file: Annotated[Path, typer.Option("--map", help="the mapping file (YAML)")],
+    logits: Annotated[str | None, typer.Option(
+        help="NPZ files: a folder or a glob (quote it), as the mapping's logits section says")]
+    = None,
+    model_id: Annotated[str | None, typer.Option(
+        "--model-id", help="backend/model the answers come from (else the mapping's model field)")]
+    = None,
+    condition: Annotated[str | None, typer.Option(
+        help="condition id, e.g. context_carry_t0_r1 (default: that, the baseline)")] = None,
+    stimulus_set: Annotated[str | None, typer.Option("--set", help="stimulus set name")] = None,
+    allow_missing: Annotated[bool, typer.Option(
+        "--allow-missing", help="import the rows that match an image; count the others")] = False,
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="replace answers this pipeline stored for the same condition/model")]
+    = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="check and count; write nothing")]
+    = False,
+    params: ParamsOpt = Path("params.yaml"),
+    data: DataOpt = Path("data"),
+) -> None:
+    """Bring answers made elsewhere into the store; the analyses then run on them, no model calls."""
+    from emoface.results.importing import run_import
+
+    try:
+        p = load_params(params)
+        rep = run_import(p, DataPaths(data), predictions=predictions, mapping_file=map_file,
+                         logits=logits, model_id=model_id, condition=condition,
+                         stimulus_set=stimulus_set, allow_missing=allow_missing, dry_run=dry_run,
+                         replace=replace)
+    except EmofaceError as err:
+        _fail(err)
+    for line in rep.lines(p.analysis.digit_mass_threshold):
+        print(line)
+    print(("imported into " + ", ".join(rep.folders)) if rep.written
+          else "dry run: nothing written")
+
+
 def main() -> None:  # pragma: no cover - thin wrapper
     sys.exit(app())

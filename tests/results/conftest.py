@@ -35,3 +35,23 @@ def store_copy(native_store, tmp_path) -> tuple[Path, Path]:
     params_file, data = native_store
     shutil.copytree(data, tmp_path / "data")
     return params_file, tmp_path / "data"
+
+
+@pytest.fixture(scope="session")
+def lab(native_store, tmp_path_factory) -> tuple[Path, dict]:
+    """(folder, per-model import plan) of "a lab's own files" made from the native export."""
+    from emoface.results.export import export
+    from tests.results.lab import write_lab_files
+
+    params_file, data = native_store
+    tmp = tmp_path_factory.mktemp("lab")
+    export(load_params(params_file), DataPaths(data), tmp / "export")
+    return tmp / "lab", write_lab_files(tmp / "export", tmp / "lab")
+
+
+@pytest.fixture
+def fresh(native_store, tmp_path) -> Path:
+    """An empty data folder holding only the same stimulus set."""
+    _, data = native_store
+    shutil.copytree(data / "stimuli", tmp_path / "fresh" / "stimuli")
+    return tmp_path / "fresh"
