@@ -22,7 +22,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from emoface.errors import DataError
+from emoface.backends.base import Backend, ModelInfo, PermanentBackendError
+from emoface.errors import DataError, EmofaceError
 from emoface.inference import batchfiles
 from emoface.io import sha256_file
 
@@ -68,3 +69,48 @@ def imported_keys(folder: Path, plan_keys: Sequence[str]) -> list[str] | None:
             raise DataError(f"imported batch b{i:04d} is {c.state} ({c.detail}); {again}",
                             file=c.path)
     return list(rec["keys"])
+
+
+def imported_models(data_root: Path) -> set[str]:
+    """Model ids with imported answers anywhere in the data folder's store."""
+    out = set()
+    for rec_file in (data_root / "predictions").glob(f"*/*/*/{RECORD}"):
+        rec = read_record(rec_file.parent)
+        if rec is not None and rec.get("model_id"):
+            out.add(rec["model_id"])
+    return out
+
+
+def build_or_stand_in(model_id: str, build, data_root: Path):
+    """The model's backend, or, where it cannot be built or asked for its model info here (the
+    extra not installed, the weights or the server absent) and the model has imported answers,
+    an :class:`ImportedModel` that stands in for it: the planner reads the imported batches
+    without a call, and any batch that still needs the model fails naming it."""
+    try:
+        backend = build()
+        backend.info  # noqa: B018 - a server or the weights answer here, or not
+        return backend
+    except EmofaceError as err:
+        if model_id not in imported_models(data_root):
+            raise
+        return ImportedModel(model_id, why=str(err))
+
+
+class ImportedModel(Backend):
+    """Stands in for a model whose answers were imported and which cannot run here."""
+
+    def __init__(self, model_id: str, *, why: str) -> None:
+        backend, _, model = model_id.partition("/")
+        self.why = why
+        self._info = ModelInfo(model_id=model_id, backend=backend, model=model,
+                               digest="unknown (imported)", backend_version="unknown (imported)",
+                               quantization="unknown", simulated=backend == "simulated")
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def converse(self, stimulus, turns, options, *, json_schema=None):
+        raise PermanentBackendError(
+            f"{self._info.model_id} has only imported answers here and cannot run ({self.why}); "
+            "import this condition too, or install/start the model")

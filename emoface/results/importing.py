@@ -421,8 +421,12 @@ def run_import(params: Params, data: DataPaths, *, predictions: Path, mapping_fi
                if pm.condition else None)
         if cid and cli_condition is not None and cid != cli_condition.condition_id:
             continue  # another condition's row: --condition selects
-        cond = parse_condition(cid, where=pm.condition) if cid else (
-            cli_condition or Condition())
+        try:
+            cond = parse_condition(cid, where=pm.condition) if cid else (
+                cli_condition or Condition())
+        except DataError as err:
+            raise DataError(str(err).split(": ", 1)[1], file=predictions, row=row.line,
+                            field=pm.condition) from None
         sid = matcher(ref)
         if sid is None:
             rep.unmatched.append(f"line {row.line}: {_text(ref)!r}")

@@ -294,3 +294,62 @@ def test_cli_dry_run_and_one_line_refusal(native_store, lab, fresh):
     assert _nothing_written(fresh)
     r = CliRunner().invoke(app, [*base, "--condition", "baseline"])
     assert r.exit_code == 2 and "Traceback" not in r.output and "--condition" in r.output
+
+
+def test_model_and_condition_fields_split_one_file(native_store, lab, fresh, tmp_path):
+    p = _params(native_store)
+    rows = _lines(lab[1][MODEL]["predictions"])
+    both = ([{**r, "who": MODEL, "turn": "context_carry_t0_r1"} for r in rows]
+            + [{**r, "who": MODEL, "turn": "context_carry_t0.7_r2"} for r in rows])
+    _write_lines(tmp_path / "p.jsonl", both)
+    (tmp_path / "m.yaml").write_text(
+        "predictions:\n  format: jsonl\n  stimulus: {field: img}\n  label: pred_label\n"
+        "  valence: val\n  arousal: aro\n  model: who\n  condition: turn\n  out_of_range: keep\n")
+    rep = run_import(p, DataPaths(fresh), predictions=tmp_path / "p.jsonl",
+                     mapping_file=tmp_path / "m.yaml", dry_run=True)
+    assert rep.groups == {f"{MODEL} | context_carry_t0_r1": 48,
+                          f"{MODEL} | context_carry_t0.7_r2": 48}
+    rep = run_import(p, DataPaths(fresh), predictions=tmp_path / "p.jsonl",
+                     mapping_file=tmp_path / "m.yaml", condition="context_carry_t0.7_r2")
+    assert list(rep.groups) == [f"{MODEL} | context_carry_t0.7_r2"]
+    assert PredictionStore(fresh).read(PredictionStore(fresh).condition_dir(
+        "embedded", "context_carry_t0.7_r2", MODEL), p.study.emotions)["repeat"].unique().to_list() == [2]
+    both[50]["turn"] = "warm_start"
+    _write_lines(tmp_path / "p.jsonl", both)
+    with pytest.raises(DataError, match=r"p.jsonl, row 51, field 'turn': condition 'warm_start'"):
+        run_import(p, DataPaths(fresh), predictions=tmp_path / "p.jsonl",
+                   mapping_file=tmp_path / "m.yaml", dry_run=True)
+
+
+def test_a_model_that_cannot_run_here_is_stood_in_for_by_its_import(native_store, lab, fresh,
+                                                                     monkeypatch):
+    """Answers imported for an Ollama model, no server: planning reads them, asks nothing."""
+    from emoface.ablations import WorkItem
+    from emoface.results.imported import ImportedModel, build_or_stand_in
+    from emoface.uptodate import inference_is_current
+
+    monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")  # nothing listens there
+    p = _params(native_store)
+    p = p.model_copy(update={"inference": p.inference.model_copy(update={
+        "ollama": p.inference.ollama.model_copy(update={"retries": 0, "timeout_s": 2})})})
+    model = "ollama/gemma3:4b"
+    plan = lab[1][MODEL]
+    ss = load_stimulus_set(DataPaths(fresh).stimulus_set("embedded"), p.study)
+
+    def build():
+        return make_backend(model, p.inference, emotions=p.study.emotions, stimulus_set=ss)
+
+    with pytest.raises(Exception, match="127.0.0.1:9"):
+        build_or_stand_in(model, build, fresh)  # nothing imported yet: the real error
+    run_import(p, DataPaths(fresh), predictions=plan["predictions"], mapping_file=plan["map"],
+               logits=plan["logits"], model_id=model)
+    backend = build_or_stand_in(model, build, fresh)
+    assert isinstance(backend, ImportedModel)
+    store = PredictionStore(fresh)
+    specs = plan_condition(backend, ss, Condition(), Condition().options(p.inference), store,
+                           batch_size=p.inference.batch_size)
+    assert pending_specs(specs, store) == []
+    assert inference_is_current([WorkItem("predictions", "embedded", model, Condition())], p,
+                                DataPaths(fresh))
+    with pytest.raises(Exception, match="has only imported answers here"):
+        backend.converse(None, [], Condition().options(p.inference))
