@@ -43,7 +43,7 @@ ANSWER_COLUMNS: dict[str, tuple[str, str]] = {
     "stimulus_set": ("stimulus set the images come from (data/stimuli/<name>/)", "a set name"),
     "model_id": ("the model, backend/model", "e.g. ollama/gemma3:4b, simulated/gemma3-4b"),
     "condition_id": ("the condition: protocol, temperature, repeat",
-                     "<protocol>[-<label source>]_t<temperature>_r<repeat>"),
+                     "`<protocol>[-<label source>]_t<temperature>_r<repeat>`"),
     "protocol": ("how the model was asked", "context_carry, single_shot, text_only"),
     "temperature": ("sampling temperature", "0-2"),
     "repeat": ("repeat number (T = 0 repeats are one piece of work: 1)", ">= 1"),
@@ -129,6 +129,11 @@ DIGIT_TYPES: dict[str, pl.DataType] = {
     "logprob": pl.Float64(), "probability": pl.Float64(), "digit_mass": pl.Float64(),
     "digit_source": pl.String(), "simulated": pl.Boolean(),
 }
+
+
+# text columns whose values present in the export the codebook lists
+CATEGORICAL = ("stimulus_set", "model_id", "condition_id", "intended_emotion", "race", "gender",
+               "image_source", "source", "backend", "field", "digit_source")
 
 
 @dataclass
@@ -331,6 +336,10 @@ def codebook(answers: pl.DataFrame, digits: pl.DataFrame, *, simulated: bool) ->
                   "| column | type | meaning | allowed values |", "|---|---|---|---|"]
         for col in df.columns:
             meaning, allowed = spec[col]
+            if col in CATEGORICAL:
+                values = df[col].drop_nulls().unique().sort().to_list()
+                if 0 < len(values) <= 12:
+                    allowed += "; here: " + ", ".join(str(v) for v in values)
             lines.append(f"| `{col}` | {_type(df.schema[col])} | {meaning} | {allowed} |")
         lines.append("")
     lines += ["Statuses: `ok` exact form; `normalised` recovered by a documented rule; "

@@ -73,6 +73,8 @@ def test_export_writes_tidy_tables_and_codebook(native_store, tmp_path):
     for col in [*ANSWER_COLUMNS, *DIGIT_COLUMNS]:
         assert f"| `{col}` |" in book
     assert "Simulated data" in book and "| `valence` | float (64-bit) |" in book
+    assert ("| `race` | text | the face's race group (stimulus design) | as in the manifest; "
+            "here: black, korean |") in book
 
 
 def test_only_filters_by_ablation_condition_and_model(native_store, tmp_path):

@@ -353,3 +353,19 @@ def test_a_model_that_cannot_run_here_is_stood_in_for_by_its_import(native_store
                                 DataPaths(fresh))
     with pytest.raises(Exception, match="has only imported answers here"):
         backend.converse(None, [], Condition().options(p.inference))
+
+
+def test_a_changed_plan_or_an_interrupted_import_is_refused(native_store, lab, fresh):
+    p = _params(native_store)
+    _import(native_store, fresh, lab[1][MODEL])
+    ss = load_stimulus_set(DataPaths(fresh).stimulus_set("embedded"), p.study)
+    backend = make_backend(MODEL, p.inference, emotions=p.study.emotions, stimulus_set=ss)
+    store = PredictionStore(fresh)
+    with pytest.raises(DataError, match="made for another plan .*batch_size"):
+        plan_condition(backend, ss, Condition(), Condition().options(p.inference), store,
+                       batch_size=12)
+    folder = store.condition_dir("embedded", "context_carry_t0_r1", MODEL)
+    (folder / "b0001.parquet").unlink()
+    with pytest.raises(DataError, match="imported batch b0001 is damaged .*import again"):
+        plan_condition(backend, ss, Condition(), Condition().options(p.inference), store,
+                       batch_size=p.inference.batch_size)
