@@ -86,13 +86,13 @@ def build_or_stand_in(model_id: str, build, data_root: Path):
     extra not installed, the weights or the server absent) and the model has imported answers,
     an :class:`ImportedModel` that stands in for it: the planner reads the imported batches
     without a call, and any batch that still needs the model fails naming it."""
+    if model_id not in imported_models(data_root):
+        return build()  # as before: nothing imported, nothing to stand in for
     try:
         backend = build()
         backend.info  # noqa: B018 - a server or the weights answer here, or not
         return backend
     except EmofaceError as err:
-        if model_id not in imported_models(data_root):
-            raise
         return ImportedModel(model_id, why=str(err))
 
 

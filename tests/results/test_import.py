@@ -339,8 +339,10 @@ def test_a_model_that_cannot_run_here_is_stood_in_for_by_its_import(native_store
     def build():
         return make_backend(model, p.inference, emotions=p.study.emotions, stimulus_set=ss)
 
+    real = build_or_stand_in(model, build, fresh)  # nothing imported yet: the real backend
+    assert not isinstance(real, ImportedModel)
     with pytest.raises(Exception, match="127.0.0.1:9"):
-        build_or_stand_in(model, build, fresh)  # nothing imported yet: the real error
+        real.info  # noqa: B018 - the real error, where it always came
     run_import(p, DataPaths(fresh), predictions=plan["predictions"], mapping_file=plan["map"],
                logits=plan["logits"], model_id=model)
     backend = build_or_stand_in(model, build, fresh)
