@@ -36,9 +36,10 @@ def work(params: Params, models: Sequence[str]) -> list[WorkItem]:
 
 
 def analysis(ctx: AnalysisContext) -> AblationResult:
-    """Per model: the ratio of its within-category SD of arousal to the humans' over the same
-    images and groups, with an identity-bootstrap CI; the pattern generalises when N >= 4 and
-    every model's ratio is below 1 (Holm over models)."""
+    """Per model: the ratio of its within-category SD of arousal to ONE human rater's over the
+    same images and groups (the human means' as a sensitivity analysis), with an identity-bootstrap
+    CI; the pattern generalises when N >= 4 and every model's ratio is below 1 (Holm over
+    models)."""
     import polars as pl
 
     from emoface.analysis import common as C
@@ -51,7 +52,9 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     frames = {(m, BASELINE.condition_id): ctx.predictions(m) for m in models}
     table = M.metrics_table(frames, ctx.emotions, alpha=ctx.a.alpha, n_boot=n_boot,
                             seed=ctx.a.seed)
-    human = M.human_within_category_sd(next(iter(frames.values())))
+    first = next(iter(frames.values()))
+    human = M.human_within_category_sd(first)
+    human_rater = M.human_single_rater_within_category_sd(first)
     ratios = []
     for (m, _), df in frames.items():
         w = C.boot_weights(ctx, df["identity"].to_list(), n_boot)
@@ -60,51 +63,81 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
         keep = np.isfinite(x)
         for g in M.GROUPINGS:
             pm, sm = C.grouped(df, x, g, w, keep)
-            ph, sh = C.grouped(df, h, g, w, keep)
-            point = pm / ph if ph > 0 else np.nan
-            with np.errstate(invalid="ignore", divide="ignore"):
-                samples = sm / sh
-            lo, hi = M.percentile_ci(samples, ctx.a.alpha, point)
-            ratios.append({"model_id": m, "grouping": g, "model_sd": pm, "human_sd": ph,
-                           "ratio": point, "ratio_low": lo, "ratio_high": hi,
-                           "p": bc_pvalue(samples, point, 1.0)})
+            ph, sh = C.grouped(df, h, g, w, keep)  # the human means (sensitivity)
+            pr = float(M.w_grouped_single_rater_sd(df, "arousal", g, np.ones((1, df.height)),
+                                                   keep)[0])
+            sr = M.w_grouped_single_rater_sd(df, "arousal", g, w, keep)  # one rater (primary)
+            row = {"model_id": m, "grouping": g, "model_sd": pm, "human_rater_sd": pr,
+                   "human_means_sd": ph}
+            for key, pref, sref in (("ratio", pr, sr), ("ratio_means", ph, sh)):
+                point = pm / pref if pref > 0 else np.nan
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    samples = sm / sref
+                lo, hi = M.percentile_ci(samples, ctx.a.alpha, point)
+                row.update({key: point, f"{key}_low": lo, f"{key}_high": hi,
+                            f"{key}_p": bc_pvalue(samples, point, 1.0)})
+            row["p"] = row.pop("ratio_p")
+            ratios.append(row)
     n = len(models)
-    overall = {}
+
+    def rule(fam: list[dict], p_key: str, ratio_key: str, prefix: str) -> str:
+        C.add_holm(fam, p_key, f"{prefix}p_holm")
+        for r in fam:
+            r[f"{prefix}collapsed"] = bool(r[f"{prefix}p_holm"] < ctx.a.alpha
+                                           and r[ratio_key] < 1)
+            r[f"{prefix}wider"] = bool(r[f"{prefix}p_holm"] < ctx.a.alpha and r[ratio_key] > 1)
+        n_col = sum(r[f"{prefix}collapsed"] for r in fam)
+        return (C.CANNOT_TELL if n < 4 else C.SUPPORTS if n_col == n
+                else C.NOT_SUPPORTED if any(r[f"{prefix}wider"] for r in fam) else C.CANNOT_TELL)
+
+    overall, overall_means = {}, {}
     for g in M.GROUPINGS:
         fam = [r for r in ratios if r["grouping"] == g]
-        C.add_holm(fam)
-        for r in fam:
-            r["collapsed"] = bool(r["p_holm"] < ctx.a.alpha and r["ratio"] < 1)
-            r["wider"] = bool(r["p_holm"] < ctx.a.alpha and r["ratio"] > 1)
-        n_col = sum(r["collapsed"] for r in fam)
-        overall[g] = (C.CANNOT_TELL if n < 4 else C.SUPPORTS if n_col == n
-                      else C.NOT_SUPPORTED if any(r["wider"] for r in fam) else C.CANNOT_TELL)
+        overall[g] = rule(fam, "p", "ratio", "")
+        overall_means[g] = rule(fam, "ratio_means_p", "ratio_means", "means_")
     ratio_df = pl.DataFrame(ratios)
     prim = ratio_df.filter(pl.col("grouping") == "intended")
     table = table.join(prim.select("model_id", pl.col("ratio").alias("arousal_sd_ratio_human"),
                                    pl.col("ratio_low").alias("arousal_sd_ratio_low"),
                                    pl.col("ratio_high").alias("arousal_sd_ratio_high"),
-                                   pl.col("p_holm").alias("arousal_sd_ratio_p_holm")),
+                                   pl.col("p_holm").alias("arousal_sd_ratio_p_holm"),
+                                   pl.col("ratio_means").alias("arousal_sd_ratio_human_means")),
                        on="model_id", how="left")
     counts = {g: int(ratio_df.filter((pl.col("grouping") == g) & pl.col("collapsed")).height)
               for g in M.GROUPINGS}
+    counts_means = {g: int(ratio_df.filter((pl.col("grouping") == g)
+                                           & pl.col("means_collapsed")).height)
+                    for g in M.GROUPINGS}
     per_model = "; ".join(f"{r['model_id']} {fmt(r['ratio'])} [{fmt(r['ratio_low'])}, "
-                          f"{fmt(r['ratio_high'])}] (Holm p {fmt(r['p_holm'], 4)})"
+                          f"{fmt(r['ratio_high'])}] (Holm p {fmt(r['p_holm'], 4)}; against the "
+                          f"human means {fmt(r['ratio_means'])})"
                           for r in prim.iter_rows(named=True))
     verdict = (f"A6 (rule: N >= 4 models and every model's ratio of within-category SD of arousal"
-               f" to the humans' (same images, intended emotion) has a CI below 1 after Holm => "
-               f"it generalises): {counts['intended']} of {n} models collapse "
+               f" to ONE human rater's (same images, intended emotion) has a CI below 1 after "
+               f"Holm => it generalises): {counts['intended']} of {n} models collapse "
                f"(correctly labelled images: {counts['correct']}; own label: {counts['label']}); "
-               f"ratios {per_model}; kappa range {fmt(table['kappa'].min())}-"
-               f"{fmt(table['kappa'].max())}" + C.definitions_line(overall))
+               f"ratios to one human rater (SD {fmt(human_rater['arousal'])} on all images; the "
+               f"means' {fmt(human['arousal'])}): {per_model}; kappa range "
+               f"{fmt(table['kappa'].min())}-{fmt(table['kappa'].max())}"
+               + C.definitions_line(overall)
+               + f". Sensitivity, against the human means (a mean of many raters spreads less "
+               f"than one rater): {counts_means['intended']} of {n} collapse -> "
+               f"{C.word(C.across_definitions(overall_means))}")
     return AblationResult("A6", verdict, C.across_definitions(overall),
                           tables={"main": table, "sd_ratios": ratio_df},
                           plots={"models": table.select("model_id", "kappa",
                                                         "arousal_within_category_sd",
                                                         "arousal_sd_ratio_human")},
                           metrics={"n_models": n, "human_within_category_sd": human,
+                                   "human_single_rater_within_category_sd": human_rater,
+                                   "reference": "one human rater",
                                    "collapsed_by_grouping": counts,
-                                   "outcome_by_grouping": overall, "family": "models",
+                                   "outcome_by_grouping": overall,
+                                   "vs_human_means": {
+                                       "collapsed_by_grouping": counts_means,
+                                       "outcome_by_grouping": overall_means,
+                                       "outcome": C.across_definitions(overall_means)},
+                                   "family": "models",
                                    "rows": table.to_dicts(), "ratios": ratio_df.to_dicts()},
                           simulated=bool(table["simulated"].any()),
                           provenance=C.provenance(list(frames.values())))
@@ -121,7 +154,7 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
     axes[1].bar(range(d.height), d["arousal_sd_ratio_human"])
     axes[1].axhline(1, color="grey", ls="--", lw=.8)
     axes[1].set_xticks(range(d.height), d["model_id"], rotation=30, ha="right", fontsize=7)
-    axes[1].set_ylabel("within-category SD / humans' (arousal)")
+    axes[1].set_ylabel("within-category SD / one human rater's (arousal)")
     return [save(fig, folder / "models.png")]
 
 

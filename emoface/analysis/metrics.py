@@ -14,7 +14,9 @@ Definitions used everywhere (one place, one name; docs/analysis-plan.md states t
     never the primary figure.
 
   ``*_human_within_*`` columns are the human norms' per-image means over exactly those images and
-  groups. Verdicts that depend on the within-category SD are computed under all three groupings;
+  groups; ``*_human_rater_within_*`` columns are ONE human rater's within-category SD over the
+  same images and groups (:func:`single_rater_within_category_sd`), the like-with-like reference
+  of one model rating (a mean of many raters spreads less than one rater). Verdicts that depend on the within-category SD are computed under all three groupings;
   when they disagree the outcome is "definition-sensitive".
 * kappa — Cohen's kappa of the square 6 x 6 table over rows with a usable in-set answer; other
   answers (out-of-set words, refusals, unparseable) are excluded and counted in ``n_excluded``.
@@ -292,6 +294,8 @@ def core_metrics(df: pl.DataFrame, emotions: Sequence[str], *, alpha: float = 0.
             col = GROUPING_COLUMN[g]
             out[f"{f}_{col}"] = within_category_sd(df, f, by=g)
             out[f"{f}_human_{col}"] = within_category_sd(df, f"{f}_mean", by=g, rated=f)
+            # the like-with-like reference: one human rater (primary; the means: sensitivity)
+            out[f"{f}_human_rater_{col}"] = single_rater_within_category_sd(df, f, by=g, rated=f)
     return out
 
 
@@ -310,3 +314,71 @@ def human_within_category_sd(df: pl.DataFrame) -> dict[str, float]:
     """The human norms' within-category SD (per-image means, intended emotion, all images); the
     per-model reference over the model's own rated images is in core_metrics' ``*_human_*``."""
     return {f: within_category_sd(df, f"{f}_mean", by="intended") for f in FIELDS}
+
+
+def human_single_rater_within_category_sd(df: pl.DataFrame) -> dict[str, float]:
+    """One human rater's within-category SD (intended emotion, all images; the norms' means, SDs
+    and rater counts): the reference a single model rating is compared with."""
+    return {f: single_rater_within_category_sd(df, f) for f in FIELDS}
+
+
+# --- one human rater as the reference of one model rating (docs/analysis-plan.md) ------------
+
+def rater_noise_variance(sd: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Per image, the rater variance a single rater adds beyond the image's mean rating:
+    ``(1 - 1/n) s^2`` (s = the norms' SD over the image's n raters, ddof = 1).
+
+    The per-image mean already carries ``s^2 / n`` of rater noise, so one rater's variance inside
+    a category is ``Var(means) + mean(s^2) - mean(s^2 / n)``; an image with one rater (n = 1)
+    adds nothing (its "mean" is already one rater's answer). NaN where n or s is missing."""
+    sd, n = np.asarray(sd, float), np.asarray(n, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n >= 1, (1 - 1 / n) * sd**2, np.nan)
+
+
+def w_single_rater_within_sd(means: np.ndarray, noise: np.ndarray, category: np.ndarray,
+                             w: np.ndarray) -> np.ndarray:
+    """Bootstrap within-category SD of ONE human rater: per category
+    ``sqrt(Var_w(means) + weighted mean of noise)`` (noise from :func:`rater_noise_variance`),
+    then the mean over categories (as :func:`w_within_category_sd`)."""
+    cats = np.unique(category)
+    out = []
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for c in cats:
+            m = category == c
+            wm = w[:, m]
+            extra = (wm * noise[m]).sum(1) / wm.sum(1)
+            out.append(np.sqrt(w_sd(means[m], wm) ** 2 + extra))
+        return np.nanmean(np.stack(out), axis=0)
+
+
+def w_grouped_single_rater_sd(df: pl.DataFrame, field: str, by: str, w: np.ndarray,
+                              keep: np.ndarray | None = None) -> np.ndarray:
+    """:func:`w_single_rater_within_sd` of rating ``field`` under grouping ``by`` over the rows of
+    ``df`` with a finite mean and rater noise (and ``keep``), as :func:`w_grouped_sd`.
+
+    ``df`` needs ``<field>_mean``, ``<field>_sd`` and ``n_raters`` (the norms); without the SD
+    columns every value is NaN."""
+    if f"{field}_sd" not in df.columns or "n_raters" not in df.columns:
+        return np.full(w.shape[0], np.nan)
+    rows, cats = grouping(df, by)
+    h = df[f"{field}_mean"].to_numpy().astype(float)
+    noise = rater_noise_variance(df[f"{field}_sd"].to_numpy().astype(float),
+                                 df["n_raters"].to_numpy().astype(float))
+    ok = rows.copy()
+    ok[rows] = np.isfinite(h[rows]) & np.isfinite(noise[rows])
+    if keep is not None:
+        ok &= keep
+    cats_all = np.full(df.height, "", dtype=object)
+    cats_all[rows] = cats
+    return w_single_rater_within_sd(h[ok], noise[ok], cats_all[ok].astype(str), w[:, ok])
+
+
+def single_rater_within_category_sd(df: pl.DataFrame, field: str, by: str = "intended",
+                                    rated: str | None = None) -> float:
+    """One human rater's within-category SD of ``field`` under grouping ``by``, over the rows
+    where ``rated`` (a model's rating column, if given) is not null."""
+    keep = None if rated is None else df[rated].is_not_null().to_numpy()
+    return float(w_grouped_single_rater_sd(df, field, by, np.ones((1, df.height)), keep)[0])
+

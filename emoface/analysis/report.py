@@ -127,6 +127,7 @@ def write_report(root: Path, ablation_ids: Sequence[str], data_files: Sequence[P
         cols = [c for c in ["model_id", "accuracy", "kappa", "kappa_low", "kappa_high",
                             "valence_r", "arousal_r", "valence_mae", "arousal_mae",
                             "valence_within_category_sd", "arousal_within_category_sd",
+                            "arousal_human_rater_within_category_sd",
                             "arousal_human_within_category_sd", "arousal_within_correct_sd",
                             "arousal_within_label_sd", "kappa7"]
                 if c in main.columns]
