@@ -382,3 +382,83 @@ def single_rater_within_category_sd(df: pl.DataFrame, field: str, by: str = "int
     keep = None if rated is None else df[rated].is_not_null().to_numpy()
     return float(w_grouped_single_rater_sd(df, field, by, np.ones((1, df.height)), keep)[0])
 
+
+
+# --- signal: pooled within-category agreement with the human means ------------------------------
+
+def w_within_moments(x: np.ndarray, y: np.ndarray, category: np.ndarray,
+                     w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per bootstrap row: (pooled within-category covariance sum, x sum of squares, y sum of
+    squares), x and y centred on their weighted category means (a category absent from a
+    resample adds nothing)."""
+    cov = np.zeros(w.shape[0])
+    sxx = np.zeros(w.shape[0])
+    syy = np.zeros(w.shape[0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for c in np.unique(category):
+            m = category == c
+            wm = w[:, m]
+            sw = wm.sum(1, keepdims=True)
+            safe = np.where(sw > 0, sw, 1.0)
+            xc = x[m] - (wm * x[m]).sum(1, keepdims=True) / safe
+            yc = y[m] - (wm * y[m]).sum(1, keepdims=True) / safe
+            cov += (wm * xc * yc).sum(1)
+            sxx += (wm * xc**2).sum(1)
+            syy += (wm * yc**2).sum(1)
+    return cov, sxx, syy
+
+
+def w_within_slope(x: np.ndarray, y: np.ndarray, category: np.ndarray,
+                   w: np.ndarray) -> np.ndarray:
+    """Pooled within-category least-squares slope of x on y per bootstrap row: the common slope
+    of x on y with one intercept per category (sum of centred cross-products / sum of centred
+    squares of y)."""
+    cov, _, syy = w_within_moments(x, y, category, w)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return cov / syy
+
+
+def w_within_signal(x: np.ndarray, y: np.ndarray, category: np.ndarray,
+                    w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pooled within-category Pearson r, pooled within-category slope of x on y) per row."""
+    cov, sxx, syy = w_within_moments(x, y, category, w)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return cov / np.sqrt(sxx * syy), cov / syy
+
+
+def w_grouped_signal(df: pl.DataFrame, x: np.ndarray, field: str, by: str, w: np.ndarray,
+                     keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`w_within_signal` of a model's rating ``x`` (one value per row of ``df``) with the
+    human mean of ``field``, under grouping ``by``, over the rows where both are finite (and
+    ``keep``)."""
+    rows, cats = grouping(df, by)
+    h = df[f"{field}_mean"].to_numpy().astype(float)
+    ok = rows.copy()
+    ok[rows] = np.isfinite(x[rows]) & np.isfinite(h[rows])
+    if keep is not None:
+        ok &= keep
+    cats_all = np.full(df.height, "", dtype=object)
+    cats_all[rows] = cats
+    return w_within_signal(x[ok], h[ok], cats_all[ok].astype(str), w[:, ok])
+
+
+def w_rater_slope(means: np.ndarray, noise_of_mean: np.ndarray, category: np.ndarray,
+                  w: np.ndarray) -> np.ndarray:
+    """Per bootstrap row: the pooled within-category slope that one INDEPENDENT human rater's
+    rating has on the human means, i.e. the reliability of the means within category,
+    ``1 - sum_c (1 - 1/W_c) sum_i w_i v_i / sum_c sum_i w_i (m_i - mbar_c)^2`` with ``v_i =
+    s_i^2 / n_i`` (``noise_of_mean``: the rater noise each mean carries) and W_c the category's
+    weight. A rater independent of the norms has the slope Var(mu) / Var(m) on them; a model
+    whose rating is a human rater's has the same slope."""
+    num = np.zeros(w.shape[0])
+    den = np.zeros(w.shape[0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for c in np.unique(category):
+            m = category == c
+            wm = w[:, m]
+            sw = wm.sum(1)
+            safe = np.where(sw > 0, sw, 1.0)
+            mc = means[m] - (wm * means[m]).sum(1, keepdims=True) / safe[:, None]
+            den += (wm * mc**2).sum(1)
+            num += np.where(sw > 0, (1 - 1 / safe), 0.0) * (wm * noise_of_mean[m]).sum(1)
+        return 1 - num / den

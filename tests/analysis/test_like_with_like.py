@@ -81,3 +81,53 @@ def test_core_metrics_report_both_references():
 def test_without_the_norms_sd_the_reference_is_missing_not_wrong():
     df = _table().drop("arousal_sd")
     assert np.isnan(M.single_rater_within_category_sd(df, "arousal"))
+
+
+# a: x 1 2 3 (mean 2), human 2 4 9 (mean 5): centred x -1 0 1, y -3 -1 4
+# b: x 5 5 8 (mean 6), human 1 3 2 (mean 2): centred x -1 -1 2, y -1 1 0
+# pooled: sum xy = 3 + 0 + 4 + 1 - 1 + 0 = 7; sum x^2 = 2 + 6 = 8; sum y^2 = 26 + 2 = 28
+SIG_X = np.array([1, 2, 3, 5, 5, 8.0])
+SIG_Y = np.array([2, 4, 9, 1, 3, 2.0])
+SIG_C = np.array(list("aaabbb"))
+
+
+def test_pooled_within_category_r_and_slope_by_hand():
+    r, slope = M.w_within_signal(SIG_X, SIG_Y, SIG_C, np.ones((1, 6)))
+    assert r[0] == pytest.approx(7 / np.sqrt(8 * 28))  # 0.4677072
+    assert r[0] == pytest.approx(0.4677072, abs=1e-7)
+    assert slope[0] == pytest.approx(0.25)  # 7 / 28: model rating on the human mean
+    assert M.w_within_slope(SIG_X, SIG_Y, SIG_C, np.ones((1, 6)))[0] == pytest.approx(0.25)
+    # the r agrees with the existing pooled within-category r
+    assert M.within_pearson(SIG_X, SIG_Y, SIG_C) == pytest.approx(0.4677072, abs=1e-7)
+
+
+def test_signal_bootstrap_weights_repeat_rows():
+    # weights (2, 0, 1, 1, 1, 3) = rows a1 a1 a3 b1 b2 b3 b3 b3: a: x 1 1 3 (mean 5/3),
+    # y 2 2 9 (13/3): cross (-2/3)(-7/3) * 2 + (4/3)(14/3) = 28/9 + 56/9 = 84/9; x^2 8/3;
+    # y^2 2 * 49/9 + 196/9 = 294/9. b: x 5 5 8 8 8 (6.8), y 1 3 2 2 2 (2): cross
+    # (-1.8)(-1) + (-1.8)(1) + 0 = 0; x^2 2 * 3.24 + 3 * 1.44 = 10.8; y^2 2
+    # r = (84/9) / sqrt((8/3 + 10.8) (294/9 + 2)) = 9.333333 / sqrt(466.84444) = 0.431967
+    # slope = 9.3333 / 34.6667 = 0.2692308
+    w = np.array([[2, 0, 1, 1, 1, 3.0]])
+    r, slope = M.w_within_signal(SIG_X, SIG_Y, SIG_C, w)
+    assert r[0] == pytest.approx(0.431967, abs=1e-6)
+    assert slope[0] == pytest.approx(0.2692308, abs=1e-7)
+
+
+def test_an_independent_raters_slope_is_the_reliability_of_the_means():
+    # noise each mean carries, s^2 / n: a 1, 1, 1; b 0.5, 0.5, 0.5
+    # sum_c (1 - 1/3) sum v = 2/3 * 3 + 2/3 * 1.5 = 3; centred squares of the means 28
+    # -> 1 - 3 / 28 = 0.8928571
+    v = np.array([1, 1, 1, 0.5, 0.5, 0.5])
+    assert M.w_rater_slope(SIG_Y, v, SIG_C, np.ones((1, 6)))[0] == pytest.approx(
+        0.8928571, abs=1e-7)
+
+
+def test_correct_in_all_conditions():
+    from emoface.analysis.common import correct_in_all
+
+    a = _table()
+    # s1, s2, s4, s5 correct in a; b also mislabels s2
+    b = a.with_columns(pl.when(pl.col("stimulus_id") == "s2").then(pl.lit("sad"))
+                       .otherwise(pl.col("emotion")).alias("emotion"))
+    assert correct_in_all([a, b]).tolist() == [True, False, False, True, True, False, False]
