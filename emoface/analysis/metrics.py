@@ -462,3 +462,39 @@ def w_rater_slope(means: np.ndarray, noise_of_mean: np.ndarray, category: np.nda
             den += (wm * mc**2).sum(1)
             num += np.where(sw > 0, (1 - 1 / safe), 0.0) * (wm * noise_of_mean[m]).sum(1)
         return 1 - num / den
+
+
+# --- spreads on a bounded scale (A11) ---------------------------------------------------------
+
+def relative_sd(sd: np.ndarray, mean: np.ndarray, low: float = 1.0, high: float = 9.0,
+                n: np.ndarray | None = None) -> np.ndarray:
+    """An SD relative to the largest SD possible at that mean on [low, high].
+
+    Bhatia & Davis (2000): a distribution on [low, high] with mean mu has variance at most
+    (mu - low)(high - mu) (all mass on the two ends). A sample SD (ddof 1) over n values is at
+    most sqrt(n / (n - 1)) times that (give ``n``; NaN where n < 2: one value has no spread).
+    NaN where the mean sits on a bound (no spread is possible there)."""
+    sd, mean = np.asarray(sd, float), np.asarray(mean, float)
+    bound = (mean - low) * (high - mean)
+    if n is not None:
+        n = np.asarray(n, float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            bound = np.where(n >= 2, bound * n / (n - 1), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(bound > 0, sd / np.sqrt(np.where(bound > 0, bound, 1.0)), np.nan)
+
+
+def w_partial_r(x: np.ndarray, y: np.ndarray, z: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Partial Pearson r of x and y given the columns of ``z`` (include an intercept or category
+    dummies), per bootstrap row of frequency weights ``w``: the r of the weighted least-squares
+    residuals of x and of y on z."""
+    z = np.asarray(z, float)
+    zz = np.einsum("bn,ni,nj->bij", w, z, z)
+    out = []
+    for v in (x, y):
+        zv = (w * v) @ z  # (B, p)
+        coef = (np.linalg.pinv(zz) @ zv[..., None])[..., 0]  # a column absent in a resample
+        out.append(v[None, :] - coef @ z.T)
+    rx, ry = out
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w * rx * ry).sum(1) / np.sqrt((w * rx**2).sum(1) * (w * ry**2).sum(1))

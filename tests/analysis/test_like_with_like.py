@@ -131,3 +131,41 @@ def test_correct_in_all_conditions():
     b = a.with_columns(pl.when(pl.col("stimulus_id") == "s2").then(pl.lit("sad"))
                        .otherwise(pl.col("emotion")).alias("emotion"))
     assert correct_in_all([a, b]).tolist() == [True, False, False, True, True, False, False]
+
+
+# --- A11: spreads on the bounded 1-9 scale ----------------------------------------------------
+
+def test_relative_sd_by_hand():
+    # largest variance at mean mu on [1, 9]: (mu - 1)(9 - mu) (Bhatia-Davis)
+    # mu 5: 16 -> SD 2 is 2 / 4 = 0.5; the two-point distribution on 1 and 9 (SD 4) is 1
+    # mu 3: 2 * 6 = 12 -> SD 1 is 1 / sqrt(12) = 0.2886751; a sample SD over n = 4 raters may
+    # reach sqrt(12 * 4 / 3) = 4 -> 0.25; on a bound (mu 1) no spread is possible: NaN
+    got = M.relative_sd(np.array([2.0, 4.0, 1.0, 0.0]), np.array([5.0, 5.0, 3.0, 1.0]))
+    assert got[:3].tolist() == pytest.approx([0.5, 1.0, 0.2886751], abs=1e-7)
+    assert np.isnan(got[3])
+    assert M.relative_sd(np.array([1.0]), np.array([3.0]), n=np.array([4]))[0] == 0.25
+    assert np.isnan(M.relative_sd(np.array([0.0]), np.array([3.0]), n=np.array([1]))[0])
+
+
+def test_partial_r_by_hand():
+    # x 1 2 4 3, y 2 1 4 5, z = (1, t), t 0 1 2 3 (centred -1.5 -.5 .5 1.5, sum of squares 5)
+    # x on t: slope 4 / 5 = 0.8 -> residuals -0.3 -0.1 1.1 -0.7 (squares 1.8)
+    # y on t: slope 6 / 5 = 1.2 -> residuals 0.8 -1.4 0.4 0.2 (squares 2.8)
+    # cross -0.24 + 0.14 + 0.44 - 0.14 = 0.2 -> r = 0.2 / sqrt(5.04) = 0.0890871
+    z = np.column_stack([np.ones(4), np.arange(4.0)])
+    got = M.w_partial_r(np.array([1, 2, 4, 3.0]), np.array([2, 1, 4, 5.0]), z, np.ones((1, 4)))
+    assert got[0] == pytest.approx(0.0890871, abs=1e-7)
+
+
+def test_human_sd_reliability_by_hand():
+    from emoface.ablations.a11_calibration import human_sd_reliability
+
+    # four images at mean 5 with 5 raters: bound 16 * 5/4 = 20; SDs a: 2, 4; b: 2, 2
+    # relative SDs 2, 4, 2, 2 / sqrt(20); within-category variance: a (+-1 / sqrt(20))^2 * 2
+    #   = 0.1, b 0 -> 0.1 / (4 - 2) = 0.05
+    # sampling variance of each relative SD: s^2 / (2 (n - 1)) / 20 = s^2 / 160: 0.025, 0.1,
+    #   0.025, 0.025 -> mean 0.04375; reliability 1 - 0.04375 / 0.05 = 0.125
+    sd = np.array([2, 4, 2, 2.0])
+    rel = sd / np.sqrt(20)
+    got = human_sd_reliability(rel, sd, np.full(4, 5.0), np.full(4, 5), np.array(list("aabb")))
+    assert got == pytest.approx(0.125)
