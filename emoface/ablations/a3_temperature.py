@@ -99,7 +99,8 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
         tc = temps - temps.mean()
         varies = len(set(temps)) > 1
 
-        def slope_over_t(point: np.ndarray, samples: np.ndarray) -> tuple[float, np.ndarray]:
+        def slope_over_t(point: np.ndarray, samples: np.ndarray, tc: np.ndarray = tc,
+                         varies: bool = varies) -> tuple[float, np.ndarray]:
             """Least-squares slope over the conditions' temperatures, point and per resample."""
             est = float((point - point.mean()) @ tc / (tc**2).sum()) if varies else np.nan
             return est, ((samples - samples.mean(axis=1, keepdims=True)) * tc).sum(axis=1) \

@@ -16,8 +16,9 @@ Definitions used everywhere (one place, one name; docs/analysis-plan.md states t
   ``*_human_within_*`` columns are the human norms' per-image means over exactly those images and
   groups; ``*_human_rater_within_*`` columns are ONE human rater's within-category SD over the
   same images and groups (:func:`single_rater_within_category_sd`), the like-with-like reference
-  of one model rating (a mean of many raters spreads less than one rater). Verdicts that depend on the within-category SD are computed under all three groupings;
-  when they disagree the outcome is "definition-sensitive".
+  of one model rating (a mean of many raters spreads less than one rater). Verdicts that depend
+  on the within-category SD are computed under all three groupings; when they disagree the
+  outcome is "definition-sensitive".
 * kappa — Cohen's kappa of the square 6 x 6 table over rows with a usable in-set answer; other
   answers (out-of-set words, refusals, unparseable) are excluded and counted in ``n_excluded``.
   ``kappa7`` is the 7-column version over all rows: every non-usable answer is the category
@@ -342,6 +343,8 @@ def w_single_rater_within_sd(means: np.ndarray, noise: np.ndarray, category: np.
     ``sqrt(Var_w(means) + weighted mean of noise)`` (noise from :func:`rater_noise_variance`),
     then the mean over categories (as :func:`w_within_category_sd`)."""
     cats = np.unique(category)
+    if cats.size == 0:  # nothing rated (e.g. a classifier without valence/arousal)
+        return np.full(w.shape[0], np.nan)
     out = []
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)

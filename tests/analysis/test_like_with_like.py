@@ -81,6 +81,9 @@ def test_core_metrics_report_both_references():
 def test_without_the_norms_sd_the_reference_is_missing_not_wrong():
     df = _table().drop("arousal_sd")
     assert np.isnan(M.single_rater_within_category_sd(df, "arousal"))
+    # a model without ratings (a classifier): missing, not an error
+    none = _table().with_columns(pl.lit(None, pl.Float64).alias("arousal"))
+    assert np.isnan(M.single_rater_within_category_sd(none, "arousal", rated="arousal"))
 
 
 # a: x 1 2 3 (mean 2), human 2 4 9 (mean 5): centred x -1 0 1, y -3 -1 4
