@@ -10,14 +10,14 @@ and left out, as in A5.
 * Within each intended emotion category (the same images for model and humans), the correlation
   of the model's SD (and entropy) with the human SD; the pooled within-category r (both centred
   within category) carries an identity-cluster bootstrap CI (bias-corrected percentile).
-* Mean adjustment (the decision): on a 1-9 scale both SDs shrink near 1 and 9, so an SD is
-  divided by the largest SD possible at its mean (Bhatia-Davis: variance <= (mu - 1)(9 - mu);
-  a human sample SD over n raters by sqrt(n / (n - 1)) times that), and the pooled
-  within-category r of the two relative SDs decides. Sensitivity: the partial r within category
-  given both means and their squares; the unadjusted r. The human SD's sampling error over n
-  raters (about s^2 / (2 (n - 1))) attenuates r: the reliability of the human relative SD within
-  category and the disattenuated r are reported; the decision uses the attenuated r (attenuation
-  shrinks r towards 0 but cannot move it across 0, so the test of r = 0 stands).
+* Mean adjustment: on a 1-9 scale both SDs shrink near 1 and 9, so they correlate through their
+  means. The decision uses the partial r within category of the two SDs given both means and
+  their squares; as a sensitivity analysis, each SD divided by the largest SD possible at its mean
+  (Bhatia-Davis: variance <= (mu - 1)(9 - mu); a human sample SD over n raters sqrt(n / (n - 1))
+  times that) and the pooled within-category r of those; and the unadjusted r. The human SD's
+  sampling error over n raters (about s^2 / (2 (n - 1))) attenuates r: its reliability (after
+  the partialling) and the disattenuated r are reported; the decision uses the attenuated r
+  (attenuation shrinks r towards 0 but cannot move it across 0).
 * Wasserstein-1 distance between the model's distribution and the humans' on the 1-9 scale,
   ``sum_k |F_model(k) - F_human(k)|``, the human distribution a normal with the image's mean and
   SD discretised to 1..9 (bins k +- 0.5, tails folded into 1 and 9): the norms hold means, SDs
@@ -145,60 +145,60 @@ def _per_image(ctx: AnalysisContext, model: str) -> pl.DataFrame:
     return pl.concat(rows)
 
 
-def human_sd_reliability(rel: np.ndarray, sd: np.ndarray, mean: np.ndarray, n: np.ndarray,
-                         cat: np.ndarray) -> float:
-    """Reliability of the human relative SD within category: 1 - (mean sampling variance of
-    the relative SD) / (pooled within-category variance of the relative SD).
+def human_sd_reliability(resid: np.ndarray, sd: np.ndarray, n: np.ndarray, dof: int) -> float:
+    """Reliability of the human SD as it enters A11's correlation: 1 - (mean sampling variance
+    of the SD) / (variance of ``resid``, the human SD's residuals after what the correlation
+    partials out, over ``dof`` degrees of freedom).
 
     The sampling variance of a sample SD over n raters is about s^2 / (2 (n - 1)) (normal
-    theory), divided by the squared bound of :func:`relative_sd`; NaN when any image has fewer
-    than 2 raters (its SD is not measured)."""
-    sd, mean, n = (np.asarray(a, float) for a in (sd, mean, n))
-    if rel.size < 2 or (n < 2).any():
+    theory; on a bounded 1-9 scale only approximate), and it does not depend on the image's mean
+    or category, so it is the same in the residuals. NaN when any image has fewer than 2 raters
+    (its SD is not measured) or no degrees of freedom are left."""
+    sd, n, resid = (np.asarray(a, float) for a in (sd, n, resid))
+    if dof < 1 or (n < 2).any():
         return float("nan")
-    bound = (mean - 1) * (9 - mean) * n / (n - 1)  # the squared denominator of relative_sd
-    err = sd**2 / (2 * (n - 1)) / bound
-    centred = rel - np.array([rel[cat == c].mean() for c in cat])
-    within = (centred**2).sum() / (rel.size - np.unique(cat).size)
-    return float(1 - err.mean() / within) if within > 0 else float("nan")
+    err = sd**2 / (2 * (n - 1))
+    var = (resid**2).sum() / dof
+    return float(1 - err.mean() / var) if var > 0 else float("nan")
 
 
 def _adjusted(ctx: AnalysisContext, ok: pl.DataFrame, w: np.ndarray) -> dict[str, float]:
     """The mean-adjusted correlations of the model's SD with the human SD (docs/analysis-plan.md,
-    A11): (primary) the pooled within-category r of the SDs relative to the largest SD possible
-    at their means; (sensitivity) the partial r within category given both means and their
-    squares; the human SD's reliability and the disattenuated primary r."""
+    A11): (primary) the partial r within category given both means and their squares;
+    (sensitivity) the pooled within-category r of the SDs relative to the largest SD possible at
+    their means; the human SD's reliability and the disattenuated primary r."""
     from emoface.analysis import metrics as M
 
-    rm, rh = (ok[c].to_numpy().astype(float) for c in ("model_relative_sd", "human_relative_sd"))
     cat = ok["intended"].to_numpy().astype(str)
-    fin = np.isfinite(rm) & np.isfinite(rh)
-    ones = np.ones((1, int(fin.sum())))
-    out: dict[str, float] = {"n_relative": int(fin.sum())}
-    point = float(pooled_within_r(rm[fin], rh[fin], cat[fin], ones)[0])
-    lo, hi = M.percentile_ci(pooled_within_r(rm[fin], rh[fin], cat[fin], w[:, fin]),
-                             ctx.a.alpha, point)
-    out.update(r_relative_sd=point, r_relative_low=lo, r_relative_high=hi)
-    # partial r within category: residuals on category dummies, both means and their squares
+    # primary: partial r within category (residuals on category dummies, both means, squares)
     e, m = (ok[c].to_numpy().astype(float) for c in ("model_expected", "human_mean"))
     x, y = (ok[c].to_numpy().astype(float) for c in ("model_sd", "human_sd"))
     good = np.isfinite(x) & np.isfinite(y) & np.isfinite(e) & np.isfinite(m)
     cats = np.unique(cat[good])
     z = np.column_stack([*(cat[good] == c for c in cats), e[good], e[good] ** 2, m[good],
                          m[good] ** 2]).astype(float)
-    zc = z.copy()
-    zc[:, len(cats):] -= zc[:, len(cats):].mean(0)  # centred columns: a better-conditioned solve
-    point = float(M.w_partial_r(x[good], y[good], zc, np.ones((1, int(good.sum()))))[0])
-    lo, hi = M.percentile_ci(M.w_partial_r(x[good], y[good], zc, w[:, good]), ctx.a.alpha,
+    z[:, len(cats):] -= z[:, len(cats):].mean(0)  # centred columns: a better-conditioned solve
+    ones = np.ones((1, int(good.sum())))
+    point = float(M.w_partial_r(x[good], y[good], z, ones)[0])
+    lo, hi = M.percentile_ci(M.w_partial_r(x[good], y[good], z, w[:, good]), ctx.a.alpha,
                              point)
-    out.update(r_partial_means=point, r_partial_low=lo, r_partial_high=hi)
-    rho = human_sd_reliability(rh[fin], ok["human_sd"].to_numpy().astype(float)[fin],
-                               ok["human_mean"].to_numpy().astype(float)[fin],
-                               ok["n_raters"].to_numpy().astype(float)[fin], cat[fin])
+    out: dict[str, float] = {"n_adjusted": int(good.sum()), "r_partial_means": point,
+                             "r_partial_low": lo, "r_partial_high": hi}
+    coef = np.linalg.lstsq(z, y[good], rcond=None)[0]
+    rho = human_sd_reliability(y[good] - z @ coef, y[good],
+                               ok["n_raters"].to_numpy().astype(float)[good],
+                               int(good.sum()) - z.shape[1])
     k = 1 / np.sqrt(rho) if np.isfinite(rho) and rho > 0 else np.nan
-    out.update(human_sd_reliability=rho, r_relative_disattenuated=out["r_relative_sd"] * k,
-               r_relative_disattenuated_low=out["r_relative_low"] * k,
-               r_relative_disattenuated_high=out["r_relative_high"] * k)
+    out.update(human_sd_reliability=rho, r_partial_disattenuated=point * k,
+               r_partial_disattenuated_low=lo * k, r_partial_disattenuated_high=hi * k)
+    # sensitivity: the SDs relative to the largest SD possible at their means
+    rm, rh = (ok[c].to_numpy().astype(float) for c in ("model_relative_sd", "human_relative_sd"))
+    fin = np.isfinite(rm) & np.isfinite(rh)
+    point = float(pooled_within_r(rm[fin], rh[fin], cat[fin], np.ones((1, int(fin.sum()))))[0])
+    lo, hi = M.percentile_ci(pooled_within_r(rm[fin], rh[fin], cat[fin], w[:, fin]),
+                             ctx.a.alpha, point)
+    out.update(n_relative=int(fin.sum()), r_relative_sd=point, r_relative_low=lo,
+               r_relative_high=hi)
     return out
 
 
@@ -210,8 +210,8 @@ def _disattenuation_text(r: dict) -> str:
         return "human-SD reliability unknown (images with < 2 raters): not disattenuated"
     if rho <= 0:
         return (f"human-SD reliability {fmt(rho)}: the human SDs vary no more than their "
-                "sampling error, not disattenuated")
-    return f"human-SD reliability {fmt(rho)}, disattenuated {fmt(r['r_relative_disattenuated'])}"
+                "normal-theory sampling error, not disattenuated")
+    return f"human-SD reliability {fmt(rho)}, disattenuated {fmt(r['r_partial_disattenuated'])}"
 
 
 def _summaries(ctx: AnalysisContext, per_image: pl.DataFrame) -> tuple[list[dict], list[dict]]:
@@ -271,36 +271,35 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     table = pl.DataFrame(main)
     verdicts, outcomes, sens = [], [], []
     for r in table.filter(pl.col("field") == "arousal").iter_rows(named=True):
-        o = _outcome(r["r_relative_low"], r["r_relative_high"])
-        o_partial = _outcome(r["r_partial_low"], r["r_partial_high"])
+        o = _outcome(r["r_partial_low"], r["r_partial_high"])
+        o_relative = _outcome(r["r_relative_low"], r["r_relative_high"])
         o_raw = _outcome(r["r_sd_low"], r["r_sd_high"])
         outcomes.append(o)
-        sens.append({"model_id": r["model_id"], "relative_sd": o, "partial_on_means": o_partial,
+        sens.append({"model_id": r["model_id"], "partial_on_means": o, "relative_sd": o_relative,
                      "unadjusted": o_raw})
-        verdicts.append(f"{r['model_id']}: within-category r of arousal SDs relative to the "
-                        f"largest SD possible at their means {_fmt(r['r_relative_sd'])} "
-                        f"[{_fmt(r['r_relative_low'])}, {_fmt(r['r_relative_high'])}] (identity "
-                        f"bootstrap; {_disattenuation_text(r)}) -> "
-                        f"{o.replace('_', ' ')}; partial r given both means "
+        verdicts.append(f"{r['model_id']}: partial r of the model's and the humans' arousal SD "
+                        f"within category, given both means (and their squares) "
                         f"{_fmt(r['r_partial_means'])} [{_fmt(r['r_partial_low'])}, "
-                        f"{_fmt(r['r_partial_high'])}] -> {o_partial.replace('_', ' ')}; "
-                        f"unadjusted r(model SD, human SD) {_fmt(r['r_sd_human_sd'])} "
-                        f"[{_fmt(r['r_sd_low'])}, {_fmt(r['r_sd_high'])}] -> "
-                        f"{o_raw.replace('_', ' ')} (entropy {_fmt(r['r_entropy_human_sd'])}); "
-                        f"mean SD model {_fmt(r['mean_model_sd'])} vs humans "
-                        f"{_fmt(r['mean_human_sd'])}; W1 to the humans: distribution "
-                        f"{_fmt(r['mean_w1_distribution'])}, single answer "
-                        f"{_fmt(r['mean_w1_answer'])}; {r['n_flagged']} images flagged (digit "
-                        f"mass < {ctx.a.digit_mass_threshold:g})"
-                        + ("" if o == o_partial else
-                           " (the two mean adjustments disagree)"))
+                        f"{_fmt(r['r_partial_high'])}] (identity bootstrap; "
+                        f"{_disattenuation_text(r)}) -> {o.replace('_', ' ')}; SDs relative to "
+                        f"the largest SD possible at their means {_fmt(r['r_relative_sd'])} "
+                        f"[{_fmt(r['r_relative_low'])}, {_fmt(r['r_relative_high'])}] -> "
+                        f"{o_relative.replace('_', ' ')}; unadjusted r(model SD, human SD) "
+                        f"{_fmt(r['r_sd_human_sd'])} [{_fmt(r['r_sd_low'])}, "
+                        f"{_fmt(r['r_sd_high'])}] -> {o_raw.replace('_', ' ')} (entropy "
+                        f"{_fmt(r['r_entropy_human_sd'])}); mean SD model "
+                        f"{_fmt(r['mean_model_sd'])} vs humans {_fmt(r['mean_human_sd'])}; W1 to "
+                        f"the humans: distribution {_fmt(r['mean_w1_distribution'])}, single "
+                        f"answer {_fmt(r['mean_w1_answer'])}; {r['n_flagged']} images flagged "
+                        f"(digit mass < {ctx.a.digit_mass_threshold:g})"
+                        + ("" if o == o_relative else " (the two mean adjustments disagree)"))
     frames = [ctx.predictions(m) for m in ctx.models]
     cat_df = pl.DataFrame(by_cat)
     return AblationResult(
-        "A11", "A11 (rule: the model's SD rising with the human SD within categories, both "
-        "relative to the largest SD possible at their mean on 1-9 (the scale's bounds shrink "
-        "both), CI above 0 => the model's uncertainty mirrors human disagreement; every model "
-        "must support): " + "; ".join(verdicts),
+        "A11", "A11 (rule: the model's SD rising with the human SD within categories once both "
+        "means are partialled out (the 1-9 scale's bounds shrink both SDs near 1 and 9), CI "
+        "above 0 => the model's uncertainty mirrors human disagreement; every model must "
+        "support): " + "; ".join(verdicts),
         outcomes[0] if len(set(outcomes)) == 1 else "cannot_tell",
         tables={"main": table, "by_category": cat_df,
                 "per_image": per_image},
@@ -309,7 +308,7 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
         metrics={"digit_mass_threshold": ctx.a.digit_mass_threshold,
                  "human_distribution": "discretised normal (norms: mean, SD)",
                  "category": "intended emotion", "rows": table.to_dicts(),
-                 "decided_on": "r_relative_sd", "outcome_by_adjustment": sens,
+                 "decided_on": "r_partial_means", "outcome_by_adjustment": sens,
                  "by_category": cat_df.to_dicts()},
         simulated=any(bool(f["simulated"].any()) for f in frames), provenance=_provenance(frames))
 

@@ -163,12 +163,13 @@ def test_partial_r_by_hand():
 def test_human_sd_reliability_by_hand():
     from emoface.ablations.a11_calibration import human_sd_reliability
 
-    # four images at mean 5 with 5 raters: bound 16 * 5/4 = 20; SDs a: 2, 4; b: 2, 2
-    # relative SDs 2, 4, 2, 2 / sqrt(20); within-category variance: a (+-1 / sqrt(20))^2 * 2
-    #   = 0.1, b 0 -> 0.1 / (4 - 2) = 0.05
-    # sampling variance of each relative SD: s^2 / (2 (n - 1)) / 20 = s^2 / 160: 0.025, 0.1,
-    #   0.025, 0.025 -> mean 0.04375; reliability 1 - 0.04375 / 0.05 = 0.125
+    # four images, 5 raters each; SDs a: 2, 4; b: 2, 2; residuals after the category means:
+    # a -1, +1; b 0, 0 -> variance 2 / (4 - 2) = 1
+    # sampling variance of each SD: s^2 / (2 (n - 1)) = s^2 / 8: 0.5, 2, 0.5, 0.5 -> mean 0.875
+    # reliability 1 - 0.875 / 1 = 0.125
     sd = np.array([2, 4, 2, 2.0])
-    rel = sd / np.sqrt(20)
-    got = human_sd_reliability(rel, sd, np.full(4, 5.0), np.full(4, 5), np.array(list("aabb")))
+    got = human_sd_reliability(np.array([-1, 1, 0, 0.0]), sd, np.full(4, 5), dof=2)
     assert got == pytest.approx(0.125)
+    # one rater: the SD is not measured
+    assert np.isnan(human_sd_reliability(np.array([-1, 1, 0, 0.0]), sd, np.array([5, 5, 5, 1]),
+                                         dof=2))
