@@ -467,7 +467,7 @@ def w_rater_slope(means: np.ndarray, noise_of_mean: np.ndarray, category: np.nda
         return 1 - num / den
 
 
-# --- spreads on a bounded scale (A11) ---------------------------------------------------------
+# --- spreads on a bounded 1-9 scale ----------------------------------------------------------
 
 def relative_sd(sd: np.ndarray, mean: np.ndarray, low: float = 1.0, high: float = 9.0,
                 n: np.ndarray | None = None) -> np.ndarray:
