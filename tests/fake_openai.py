@@ -14,8 +14,8 @@ Written from the public API description (OpenAI's chat completions; vLLM's exten
   (``version=None``: 404, as servers without it);
 * errors as ``{"error": {"message", "type", "param", "code"}}``: an unknown model is a 404
   "The model `X` does not exist.";
-* faults: HTTP 500s, dropped connections, 429 with ``Retry-After`` (a random ``fault_rate``, or
-  the first ``fail_first`` chats).
+* faults: HTTP 500s, dropped connections, 429 with ``Retry-After`` (a random ``fault_rate``, the
+  first ``fail_first`` chats, or the chats a predicate picks: ``fail_when``).
 
 The prompt is "tokenized" deterministically: a few tokens per message for the chat template, one
 token per word of text, and ``image_tokens`` tokens per image derived from its bytes. The prefix
@@ -64,7 +64,8 @@ class FakeOpenAI:
                  faults: tuple[str, ...] = ("500", "drop", "429"), retry_after: str = "0",
                  fail_first: int = 0, seed: int = 0, latency_s: float = 0.0,
                  cache_blocks: int = 0, block_size: int = 16, image_tokens: int = 256,
-                 report_cached: bool = True, api_key: str | None = None) -> None:
+                 report_cached: bool = True, api_key: str | None = None,
+                 fail_when=None) -> None:
         self.models = models or {"Qwen/Qwen2.5-VL-7B-Instruct": {
             "root": "/models/Qwen2.5-VL-7B-Instruct", "max_model_len": 32768}}
         self.version = version
@@ -72,6 +73,7 @@ class FakeOpenAI:
         self.accept_extras = accept_extras
         self.fault_rate, self.faults, self.retry_after = fault_rate, faults, retry_after
         self.fail_first = fail_first
+        self.fail_when = fail_when  # chat body -> True: answer that chat with a 500
         self.latency_s = latency_s
         self.cache_blocks, self.block_size, self.image_tokens = cache_blocks, block_size, image_tokens
         self.report_cached = report_cached
@@ -290,6 +292,8 @@ class FakeOpenAI:
                 with fake._lock:
                     first = fake.fail_first > 0
                     fake.fail_first -= 1 if first else 0
+                    if not first and fake.fail_when is not None and fake.fail_when(clean):
+                        first = True
                     fault = None
                     if not first and fake.fault_rate and fake._rng.random() < fake.fault_rate:
                         fault = fake._rng.choice(fake.faults)

@@ -282,3 +282,51 @@ def test_the_image_is_the_stimulus_bytes(stimuli, small_params):
         urls = [image_of(r) for r in server.chat_requests() if image_of(r)]
     assert [base64.b64decode(u.split(",", 1)[1]) for u in urls] == \
         [s.image_path.read_bytes() for s in stims]
+
+
+def test_image_major_asks_a_conversation_that_ran_out_of_retries_again(stimuli, small_params,
+                                                                       tmp_path):
+    """Image-major (the flow's schedule for conditions sharing a first turn): one conversation
+    fails on every attempt of its second turn in round one; the group asks it again after the
+    rest and stores the rows of the condition-at-a-time run."""
+    from emoface.inference.engine import plan_condition, run_specs
+    from emoface.inference.shared import run_image_major
+
+    conditions = [Condition(), Condition(temperature=0.7, repeat=1),
+                  Condition(temperature=0.7, repeat=2)]
+
+    def run(server, folder, image_major):
+        inf = _inference(server.base_url, retries=1, concurrency=4)
+        be = make_backend(MODEL, inf, emotions=small_params.study.emotions)
+        store = PredictionStore(folder)
+        specs = [s for c in conditions
+                 for s in plan_condition(be, stimuli, c, c.options(inf), store, batch_size=12)]
+        if image_major:
+            run_image_major(be, specs, store, small_params.study.emotions)
+        else:
+            for c in conditions:
+                run_specs(be, [s for s in specs if s.condition.condition_id == c.condition_id],
+                          store, small_params.study.emotions)
+        return pl.concat([pl.read_parquet(store.batch_file(s.folder, s.index, "parquet"))
+                          for s in specs]).drop("latency_s", "attempts", "cached_tokens",
+                                                "served_by")
+
+    with FakeOpenAI() as clean:
+        reference = run(clean, tmp_path / "ref", image_major=False)
+    bad = base64.b64encode(stimulus_inputs(stimuli)[5].image_path.read_bytes()).decode()
+    left = {"n": 2}  # retries=1: both attempts of one request fail, in round one only
+
+    def second_turn_of_bad(body: dict) -> bool:
+        url = image_of(body) or ""
+        if url.endswith(bad) and len(body["messages"]) == 3 and body["temperature"] == 0.7 \
+                and left["n"]:
+            left["n"] -= 1
+            return True
+        return False
+
+    with FakeOpenAI(fail_when=second_turn_of_bad) as server:
+        rows = run(server, tmp_path / "im", image_major=True)
+        answered = len(server.chat_requests()) - 2 - 1  # two failed attempts, one probe
+    assert left["n"] == 0 and rows.equals(reference)
+    # every conversation once, and the failed one's turn 1 again: 3 x 48 x 3 + 1 answers
+    assert answered == 3 * 48 * 3 + 1

@@ -1,0 +1,101 @@
+"""flows/ablations.py with an ``openai/...`` model against the local OpenAI-compatible stand-in:
+``--priority 1`` end to end, resume after kill -9 (rows of an uninterrupted run), and a dead server
+or a missing model reported before Prefect starts, as one line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import polars as pl
+import pytest
+
+from tests.conftest import REPO, write_small_project_params
+from tests.fake_openai import FakeOpenAI
+from tests.flows.test_flow_runs import run_flow
+
+pytestmark = [pytest.mark.integration]
+
+MODEL = "openai/Qwen/Qwen2.5-VL-7B-Instruct"
+VOLATILE = ("latency_s", "attempts", "cached_tokens")  # the cache's state differs after a kill
+
+
+def _rows(data) -> pl.DataFrame:
+    files = sorted((data / "predictions").glob("*/*/openai_*/b*.parquet"))
+    assert files
+    df = pl.concat([pl.read_parquet(f) for f in files])
+    return df.drop(*VOLATILE).sort("condition_id", "stimulus_id")
+
+
+def _one_line(err: str) -> str:
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert "Traceback" not in err and len(lines) == 1, err
+    return lines[0]
+
+
+def test_priority_1_end_to_end_and_resume_after_kill_9(tmp_path):
+    params = write_small_project_params(tmp_path / "cfg")
+    with FakeOpenAI(latency_s=0.02) as server:
+        env = {"OPENAI_BASE_URL": server.base_url}
+        rc, out, err = run_flow(["--priority", "1", "--models", MODEL], params,
+                                tmp_path / "clean", tmp_path, **env)
+        assert rc == 0, err[-3000:]
+        # baseline 48 x 3 turns + the FER classifier's 48, A1 48 x 2, A2 48 x 1
+        assert out["ok"] and out["calls_by_flow"] == {"baseline": 192, "A1": 96, "A2": 48}
+        report = (tmp_path / "clean/results/report.md").read_text()
+        assert MODEL in report
+        clean = _rows(tmp_path / "clean")
+        assert clean.height == 3 * 48 and set(clean["served_by"]) == {server.base_url}
+
+        # the same run killed with kill -9 once its first batch is committed, then resumed
+        data = tmp_path / "killed"
+        env_run = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+        env_run.update(PREFECT_HOME=str(tmp_path / "prefect-home-2"), DO_NOT_TRACK="1", **env)
+        proc = subprocess.Popen(
+            [sys.executable, "flows/ablations.py", "--priority", "1", "--models", MODEL,
+             "--params", str(params), "--data", str(data), "--json"], cwd=REPO, env=env_run,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 300
+        while (not list((data / "predictions").glob("*/*/openai_*/b*.json"))
+               and proc.poll() is None and time.time() < deadline):
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert list((data / "predictions").glob("*/*/openai_*/b*.json"))
+        before = len(server.chat_requests())
+        rc, out, err = run_flow(["--priority", "1", "--models", MODEL], params, data, tmp_path,
+                                **env)
+        assert rc == 0, err[-3000:]
+        assert 0 < len(server.chat_requests()) - before < 1 + 3 * 48 + 2 * 48 + 48
+    resumed = _rows(data)
+    assert resumed.equals(clean)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dead_server_and_missing_model_are_one_line_before_the_flow_starts(tmp_path):
+    params = write_small_project_params(tmp_path / "cfg")
+    url = f"http://127.0.0.1:{_free_port()}/v1"
+    t0 = time.monotonic()
+    rc, out, err = run_flow(["--only", "A5", "--models", MODEL], params, tmp_path / "data",
+                            tmp_path, OPENAI_BASE_URL=url)
+    line = _one_line(err)
+    assert rc == 2 and f"server at {url} does not answer" in line and "vllm serve" in line
+    with FakeOpenAI() as server:
+        rc, out, err = run_flow(["--only", "A5", "--models", "openai/llava-hf/llava-1.5-7b-hf"],
+                                params, tmp_path / "data", tmp_path,
+                                OPENAI_BASE_URL=server.base_url)
+        assert server.chat_requests() == []
+    line = _one_line(err)
+    assert rc == 2 and "does not serve 'llava-hf/llava-1.5-7b-hf'" in line
+    assert server.base_url in line and "Qwen/Qwen2.5-VL-7B-Instruct" in line
+    assert not (tmp_path / "data" / "predictions").exists()
+    print(f"both reported in {time.monotonic() - t0:.1f} s (two processes)")
