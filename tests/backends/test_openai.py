@@ -330,3 +330,41 @@ def test_image_major_asks_a_conversation_that_ran_out_of_retries_again(stimuli, 
     assert left["n"] == 0 and rows.equals(reference)
     # every conversation once, and the failed one's turn 1 again: 3 x 48 x 3 + 1 answers
     assert answered == 3 * 48 * 3 + 1
+
+
+def test_a_worker_computes_the_rows_of_a_local_run_with_its_own_server(stimuli, small_params,
+                                                                      monkeypatch):
+    """The worker side of a cluster batch: OPENAI_BASE_URL there wins over the flow's
+    base_url; the rows are those of a local run; another max_model_len is other weights."""
+    from emoface.inference.remote import (
+        ModelDigestMismatch,
+        RemoteBatch,
+        compute_batch,
+        describe_model,
+        pack_stimuli,
+    )
+    from emoface.inference.runner import run_batch
+
+    emotions = small_params.study.emotions
+    c = Condition()
+    stims = stimulus_inputs(stimuli)[:6]
+    flow_side = _inference("http://flow-machine:8000/v1")
+    with FakeOpenAI() as here:
+        monkeypatch.setenv("OPENAI_BASE_URL", here.base_url)
+        served = describe_model(MODEL, flow_side, emotions)
+        assert served.digest.startswith("no-weight-digest:") and here.base_url in served.served_by
+        batch = RemoteBatch(MODEL, flow_side, tuple(emotions), c, c.options(flow_side), 0,
+                            "k" * 64, pack_stimuli(stims), None, served.digest, "elsewhere")
+        out = compute_batch(batch)
+        monkeypatch.delenv("OPENAI_BASE_URL")
+        local = make_backend(MODEL, _inference(here.base_url), emotions=emotions)
+        rows, _ = run_batch(local, stims, c, emotions, c.options(flow_side))
+    skip = {"served_by", "latency_s", "cached_tokens"}
+    assert [{k: v for k, v in r.items() if k not in skip} for r in out.rows] == \
+        [{k: v for k, v in r.items() if k not in skip} for r in rows]
+    other = {"Qwen/Qwen2.5-VL-7B-Instruct": {"root": "/models/Qwen2.5-VL-7B-Instruct",
+                                             "max_model_len": 4096}}
+    with FakeOpenAI(models=other) as there:
+        monkeypatch.setenv("OPENAI_BASE_URL", there.base_url)
+        with pytest.raises(ModelDigestMismatch, match="max_model_len on both"):
+            compute_batch(batch)
