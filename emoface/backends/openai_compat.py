@@ -18,9 +18,9 @@ without ``--api-key`` takes any); it never goes into params, rows, logs or prove
 * Single-shot sends the JSON schema as ``response_format: {type: json_schema}``.
 * ``usage.prompt_tokens_details.cached_tokens`` (prefix-cache hits; vLLM reports it with
   ``--enable-prompt-tokens-details``) is kept per turn and summed per row.
-* :meth:`OpenAICompatBackend.preflight` checks in seconds, one try each: the server answers
-  (``/v1/models``), the model is served, and a one-token probe finds the log-probability cap and
-  whether the extras are accepted.
+* :meth:`OpenAICompatBackend.preflight` checks in seconds: the server answers (``/v1/models``,
+  one try) and serves the model, and a one-token probe (retried on transient errors like any
+  call) finds the log-probability cap and whether the extras are accepted.
 * Provenance per row: the base URL (``served_by``), and in ``backend_version`` the served model id,
   its ``root`` and ``max_model_len`` from ``/v1/models``, the server version (``/version`` where
   it exists). **This API gives no weight digest.** The store's cache key needs a stable value in
@@ -162,7 +162,11 @@ class OpenAICompatBackend(Backend):
         """Server answers, model served, log-probabilities allowed: one try each, seconds."""
         quick = self._client(min(self.timeout_s, PREFLIGHT_TIMEOUT_S))
         try:
-            self._server = self._read_server(lambda fn, *a, **k: (fn(*a, **k), 1), quick)
+            # /v1/models once (a dead server fails at once); the probe is a model call, retried
+            # on transient errors as any call is (a server failing some requests still runs)
+            self._server = self._read_server(
+                lambda fn, *a, **k: (fn(*a, **k), 1), quick,
+                probe=lambda fn, *a, **k: self._call(fn, *a, **k))
         except PermanentBackendError:
             raise
         except Exception as err:  # noqa: BLE001 - classified below
@@ -176,7 +180,7 @@ class OpenAICompatBackend(Backend):
         finally:
             quick.close()
 
-    def _read_server(self, call, client: openai.OpenAI) -> ServerInfo:
+    def _read_server(self, call, client: openai.OpenAI, probe=None) -> ServerInfo:
         models, _ = call(client.models.list)
         served = {m.id: m for m in models.data}
         entry = served.get(self.model)
@@ -189,7 +193,7 @@ class OpenAICompatBackend(Backend):
         version = self._version(client)
         root = getattr(entry, "root", None)
         max_len = getattr(entry, "max_model_len", None)
-        cap, extras = self._probe(call, client)
+        cap, extras = self._probe(probe or call, client)
         return ServerInfo(self.model, str(root) if root else None,
                           int(max_len) if max_len else None, version, cap, extras)
 

@@ -13,6 +13,7 @@ import time
 
 import polars as pl
 import pytest
+import yaml
 
 from tests.conftest import REPO, write_small_project_params
 from tests.fake_openai import FakeOpenAI
@@ -37,42 +38,68 @@ def _one_line(err: str) -> str:
     return lines[0]
 
 
-def test_priority_1_end_to_end_and_resume_after_kill_9(tmp_path):
-    params = write_small_project_params(tmp_path / "cfg")
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    """One uninterrupted ``--priority 1`` run against a module-wide stand-in server."""
+    tmp = tmp_path_factory.mktemp("openai-flow")
+    params = write_small_project_params(tmp / "cfg")
+    cfg = yaml.safe_load(params.read_text())
+    cfg["inference"]["openai"] = {"retries": 8, "backoff_s": 0.05}  # 30 % faults: quick retries
+    params.write_text(yaml.safe_dump(cfg, sort_keys=False))
     with FakeOpenAI(latency_s=0.02) as server:
-        env = {"OPENAI_BASE_URL": server.base_url}
-        rc, out, err = run_flow(["--priority", "1", "--models", MODEL], params,
-                                tmp_path / "clean", tmp_path, **env)
+        rc, out, err = run_flow(["--priority", "1", "--models", MODEL], params, tmp / "clean",
+                                tmp, OPENAI_BASE_URL=server.base_url)
         assert rc == 0, err[-3000:]
-        # baseline 48 x 3 turns + the FER classifier's 48, A1 48 x 2, A2 48 x 1
-        assert out["ok"] and out["calls_by_flow"] == {"baseline": 192, "A1": 96, "A2": 48}
-        report = (tmp_path / "clean/results/report.md").read_text()
-        assert MODEL in report
-        clean = _rows(tmp_path / "clean")
-        assert clean.height == 3 * 48 and set(clean["served_by"]) == {server.base_url}
+        yield server, params, tmp, out
 
-        # the same run killed with kill -9 once its first batch is committed, then resumed
-        data = tmp_path / "killed"
-        env_run = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-        env_run.update(PREFECT_HOME=str(tmp_path / "prefect-home-2"), DO_NOT_TRACK="1", **env)
-        proc = subprocess.Popen(
-            [sys.executable, "flows/ablations.py", "--priority", "1", "--models", MODEL,
-             "--params", str(params), "--data", str(data), "--json"], cwd=REPO, env=env_run,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.time() + 300
-        while (not list((data / "predictions").glob("*/*/openai_*/b*.json"))
-               and proc.poll() is None and time.time() < deadline):
-            time.sleep(0.01)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        assert list((data / "predictions").glob("*/*/openai_*/b*.json"))
-        before = len(server.chat_requests())
-        rc, out, err = run_flow(["--priority", "1", "--models", MODEL], params, data, tmp_path,
-                                **env)
-        assert rc == 0, err[-3000:]
-        assert 0 < len(server.chat_requests()) - before < 1 + 3 * 48 + 2 * 48 + 48
-    resumed = _rows(data)
-    assert resumed.equals(clean)
+
+def test_priority_1_end_to_end(clean):
+    server, params, tmp, out = clean
+    # baseline 48 x 3 turns + the FER classifier's 48, A1 48 x 2, A2 48 x 1
+    assert out["ok"] and out["calls_by_flow"] == {"baseline": 192, "A1": 96, "A2": 48}
+    assert MODEL in (tmp / "clean/results/report.md").read_text()
+    rows = _rows(tmp / "clean")
+    assert rows.height == 3 * 48 and set(rows["served_by"]) == {server.base_url}
+    assert rows["model_digest"].str.starts_with("no-weight-digest:").all()
+
+
+def test_resume_after_kill_9_gives_the_rows_of_an_uninterrupted_run(clean):
+    server, params, tmp, _ = clean
+    data = tmp / "killed"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(PREFECT_HOME=str(tmp / "prefect-home-2"), DO_NOT_TRACK="1",
+               OPENAI_BASE_URL=server.base_url)
+    proc = subprocess.Popen(
+        [sys.executable, "flows/ablations.py", "--priority", "1", "--models", MODEL,
+         "--params", str(params), "--data", str(data), "--json"], cwd=REPO, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while (not list((data / "predictions").glob("*/*/openai_*/b*.json"))
+           and proc.poll() is None and time.time() < deadline):
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list((data / "predictions").glob("*/*/openai_*/b*.json"))
+    before = len(server.chat_requests())
+    rc, out, err = run_flow(["--priority", "1", "--models", MODEL], params, data, tmp,
+                            OPENAI_BASE_URL=server.base_url)
+    assert rc == 0, err[-3000:]
+    # only what the kill left undone (and two one-token probes) was asked again
+    assert 0 < len(server.chat_requests()) - before < 2 + 3 * 48 + 2 * 48 + 48
+    assert _rows(data).equals(_rows(tmp / "clean"))
+
+
+def test_thirty_percent_faults_give_the_rows_of_a_fault_free_run(clean):
+    server, params, tmp, _ = clean
+    server.fault_rate, server.faults = 0.3, ("500", "drop", "429")
+    try:
+        rc, out, err = run_flow(["--priority", "1", "--models", MODEL], params, tmp / "faults",
+                                tmp, OPENAI_BASE_URL=server.base_url)
+    finally:
+        server.fault_rate = 0.0
+    assert rc == 0, err[-3000:]
+    assert set(server.fault_log) == {"500", "drop", "429"} and len(server.fault_log) > 50
+    assert _rows(tmp / "faults").equals(_rows(tmp / "clean"))
 
 
 def _free_port() -> int:
