@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -126,3 +127,51 @@ def test_dead_server_and_missing_model_are_one_line_before_the_flow_starts(tmp_p
     assert server.base_url in line and "Qwen/Qwen2.5-VL-7B-Instruct" in line
     assert not (tmp_path / "data" / "predictions").exists()
     print(f"both reported in {time.monotonic() - t0:.1f} s (two processes)")
+
+
+@pytest.mark.slow
+def test_two_dask_workers_with_their_own_servers_give_the_rows_of_one_process(tmp_path):
+    pytest.importorskip("prefect_dask")
+    import shutil
+
+    from emoface.config import load_params
+    from emoface.inference.service import run_condition_for
+    from emoface.inference.store import PredictionStore, model_slug
+    from emoface.paths import DataPaths
+    from tests.dask_local import dask_cluster, local_env
+
+    params = write_small_project_params(tmp_path / "cfg")
+    cfg = yaml.safe_load(params.read_text())
+    cfg["inference"]["batch_size"] = 8
+    cfg["inference"]["openai"] = {"concurrency": 4, "retries": 1, "backoff_s": 0.1}
+    cfg["execution"] = {"dask": None, "worker_timeout_s": 60}
+    params.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    data = tmp_path / "data"
+    with FakeOpenAI(latency_s=0.02) as a, FakeOpenAI(latency_s=0.02) as b, \
+            dask_cluster(tmp_path / "dask", [a.base_url, b.base_url],
+                         host_var="OPENAI_BASE_URL") as (address, _):
+        proc = subprocess.run(
+            [sys.executable, "flows/ablations.py", "--only", "A5", "--models", MODEL, "--stage",
+             "inference", "--params", str(params), "--data", str(data), "--json", "--dask",
+             address], cwd=REPO, env=local_env(tmp_path), capture_output=True, text=True,
+            timeout=900)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        served = (len(a.chat_requests()), len(b.chat_requests()))
+    assert min(served) > 1, served  # both servers answered model calls (beyond their probe)
+    emotions = load_params(params).study.emotions
+    folder = Path("embedded/context_carry_t0_r1") / model_slug(MODEL)
+    cluster = PredictionStore(data).read(data / "predictions" / folder, emotions, n_batches=6)
+    assert {s.split(" ", 1)[1] for s in cluster["served_by"]} == {a.base_url, b.base_url}
+
+    ref = load_params(params)
+    with FakeOpenAI() as c:
+        ref = ref.model_copy(update={"inference": ref.inference.model_copy(update={
+            "openai": ref.inference.openai.model_copy(update={"base_url": c.base_url})})})
+        ref_data = tmp_path / "single"
+        shutil.copytree(data / "stimuli", ref_data / "stimuli")
+        run_condition_for(ref, DataPaths(ref_data), MODEL, protocol="context_carry")
+    local = PredictionStore(ref_data).read(ref_data / "predictions" / folder, emotions,
+                                           n_batches=6)
+    volatile = ["served_by", "latency_s", "cached_tokens", "attempts"]
+    assert cluster.sort("stimulus_id").drop(volatile).equals(
+        local.sort("stimulus_id").drop(volatile))
