@@ -13,6 +13,8 @@ Explicit allow-list (what is left):
   ablations' sections are) is left to the config/scheduler refactor.
 * ``flows/ablations.py`` names Ollama in the ``--dask`` help text ("run Ollama/MLX inference
   batches ..."); its argument parsing is being rewritten separately.
+* ``emoface/results/export.py`` names Ollama in its codebook's prose ("e.g. ollama/gemma3:4b",
+  "simulated, ollama, mlx, fer"); the list of backends there should come from the registry.
 
 The in-process backends (simulated, fer, mlx) are not held to the rule yet: "simulated" is a
 column and a report flag across the analyses, A7 and the baseline tables name the FER classifier,
@@ -32,7 +34,8 @@ REPO = Path(__file__).resolve().parents[2]
 PRODUCTION = ("emoface", "flows", "tasks", "schemas")
 REGISTRY = "emoface/backends/__init__.py"
 ALLOWED = {
-    "ollama": {"emoface/backends/ollama.py", REGISTRY, "emoface/config.py", "flows/ablations.py"},
+    "ollama": {"emoface/backends/ollama.py", REGISTRY, "emoface/config.py", "flows/ablations.py",
+               "emoface/results/export.py"},
     "openai": {"emoface/backends/openai_compat.py", REGISTRY, "emoface/config.py"},
 }
 
