@@ -28,9 +28,12 @@ def local_env(tmp: Path, *, temporary_server: bool = True, **extra: str) -> dict
 @contextmanager
 def dask_cluster(tmp: Path, worker_hosts: list[str], *, nthreads: int = 4,
                  env: dict[str, str] | None = None, worker_args: list[list[str]] | None = None,
+                 host_var: str = "OLLAMA_HOST",
                  ) -> Iterator[tuple[str, list[subprocess.Popen]]]:
     """Yield the scheduler address and the worker processes (one per Ollama host; worker i gets
-    the extra command-line arguments ``worker_args[i]``, e.g. ``["--resources", "ollama=1"]``)."""
+    the extra command-line arguments ``worker_args[i]``, e.g. ``["--resources", "ollama=1"]``).
+    ``host_var``: the variable that gives each worker its host (``OPENAI_BASE_URL`` for
+    OpenAI-compatible servers)."""
     tmp.mkdir(parents=True, exist_ok=True)
     sched_file = tmp / "scheduler.json"
     procs: list[subprocess.Popen] = []
@@ -58,7 +61,7 @@ def dask_cluster(tmp: Path, worker_hosts: list[str], *, nthreads: int = 4,
                           "--nthreads", str(nthreads), "--no-nanny", "--no-dashboard",
                           "--name", f"w{i}", "--local-directory", str(tmp / f"w{i}"),
                           *((worker_args or [])[i] if i < len(worker_args or []) else [])],
-                         f"worker{i}", OLLAMA_HOST=host)
+                         f"worker{i}", **{host_var: host})
                    for i, host in enumerate(worker_hosts)]
         if worker_hosts:
             from distributed import Client
