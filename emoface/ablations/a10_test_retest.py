@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from emoface.ablations.a3_temperature import grid
-from emoface.ablations.base import Ablation, WorkItem, baseline_items, predictions
+from emoface.ablations.base import Ablation, Headline, WorkItem, baseline_items, predictions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -259,6 +259,7 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 ABLATION = Ablation(
     id="A10", name="test-retest reliability", priority=4, tiers=("extended",),
     paper_section="the project's own (not in the plan): rater reliability",
+    headline=Headline("main", "icc2", "icc2_low", "icc2_high", None),  # DVC metrics
     hypothesis="A model run again at T > 0 is at least as consistent as one human rater is with "
                "another.",
     interpretation="ICC(2,1) of a model's repeats above the humans' single-rater ICC(1,1) (CIs "
