@@ -345,8 +345,10 @@ def _label_run(selection: str) -> list[str]:
     from prefect.client.orchestration import get_client
     from prefect.context import FlowRunContext
 
-    run_tags = monitor.run_tags(selection)
     ctx = FlowRunContext.get()
+    if ctx is not None and ctx.flow_run is not None:
+        monitor.adopt_invocation(list(ctx.flow_run.tags))
+    run_tags = monitor.run_tags(selection)
     if ctx is not None and ctx.flow_run is not None:
         try:
             with get_client(sync_client=True) as client:

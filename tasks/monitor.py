@@ -83,22 +83,32 @@ class SubflowProgress:
 
         if pct is None:
             pct = 100.0 * self.finished / self.total if self.total else 100.0
-        update_progress_artifact(
-            artifact_id=self.id, progress=round(min(pct, 100.0), 1),
-            description=f"{self.name}: {self.finished} of {self.total} batches finished")
+        what = (f"{self.finished} of {self.total} inference batches finished" if self.total
+                else "no inference batch to run (all stored or none needed)")
+        update_progress_artifact(artifact_id=self.id, progress=round(min(pct, 100.0), 1),
+                                 description=f"{self.name}: {what}")
 
 
 INVOCATION = uuid.uuid4().hex[:8]  # one per process: every flow run of this invocation shares it
 
 
+def adopt_invocation(tags: list[str]) -> None:
+    """Use the id of an ``invocation-<id>`` tag the caller already set (flows/ablations.py does),
+    so a run carries one invocation id, in its tags and its name."""
+    global INVOCATION
+    for t in tags:
+        if t.startswith("invocation-"):
+            INVOCATION = t.removeprefix("invocation-")
+
+
 def run_tags(selection: str) -> list[str]:
     """Tags for every flow run of one invocation: ``commit:<12 hex>[-dirty]``,
     ``selection:<tier complete | only A5 | priority 1>``, ``tier:<name>`` (tier selections),
-    ``invocation:<id>``, and under ``dvc exp run`` ``dvc-exp:<name>``, ``dvc-baseline:<rev>``."""
+    ``invocation-<id>``, and under ``dvc exp run`` ``dvc-exp:<name>``, ``dvc-baseline:<rev>``."""
     v = code_version()
     commit = v["git_commit"][:12] + ("-dirty" if v["git_dirty"] else "")
     chosen = selection.split(" | ")[0]
-    out = [f"commit:{commit}", f"selection:{chosen}", f"invocation:{INVOCATION}"]
+    out = [f"commit:{commit}", f"selection:{chosen}", f"invocation-{INVOCATION}"]
     if chosen.startswith("tier "):
         out.append(f"tier:{chosen.removeprefix('tier ')}")
     if os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run` (dvc.org/doc/user-guide/env)
