@@ -19,7 +19,7 @@ UV_VERSION := 0.13.9
 LOCK_FLAGS := --python-version 3.11.7 --python-platform x86_64-manylinux_2_35 --generate-hashes \
 	--no-header --quiet
 
-.PHONY: setup setup-dev run repro test test-fast lint bench screenshot clean lock
+.PHONY: setup setup-dev run repro remote push pull test test-fast lint bench screenshot clean lock
 
 $(VENV)/.installed: pyproject.toml $(PIP_LOCK) $(LOCK) $(FER_LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,14 @@ run: setup
 
 repro: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro   # stages run `python` from PATH
+
+# DVC remote: `make remote URL=/shared/folder` (or ssh://user@host/path, s3://bucket/path) once,
+# then `make push` / `make pull`; without a remote they say so in one line (exit 2).
+remote: setup
+	$(PY) scripts/dvc_remote.py set "$(URL)"
+
+push pull: setup
+	$(PY) scripts/dvc_remote.py $@
 
 test: setup-dev
 	$(PY) -m pytest $(TEST_ARGS)

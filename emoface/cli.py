@@ -37,13 +37,17 @@ def _fail(err: EmofaceError) -> None:
 
 
 @stimuli_app.command("generate")
-def generate(params: ParamsOpt = Path("params.yaml"), data: DataOpt = Path("data")) -> None:
+def generate(params: ParamsOpt = Path("params.yaml"), data: DataOpt = Path("data"),
+             name: Annotated[str | None, typer.Option(
+                 help="set name to write (default: stimuli.set_name); dvc.yaml passes "
+                      "'embedded' so a user's own set selected by stimuli.set_name is never "
+                      "overwritten")] = None) -> None:
     """Generate the embedded synthetic stimulus set (images, manifest, norms, latents)."""
     from emoface.stimuli.generate import generate_stimulus_set
 
     try:
         p = load_params(params)
-        out = DataPaths(data).stimulus_set(p.stimuli.set_name)
+        out = DataPaths(data).stimulus_set(name or p.stimuli.set_name)
         summary = generate_stimulus_set(p.study, p.stimuli, out)
     except EmofaceError as err:
         _fail(err)

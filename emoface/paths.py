@@ -12,6 +12,9 @@ from emoface.errors import DataError
 SET_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 
 
+# each ablation's DVC metrics file beside its metrics.json (emoface/analysis/headline.py)
+HEADLINE_FILE = "headline.json"
+
 def check_set_name(name: str, *, field: str = "NAME") -> str:
     """Return ``name`` if it is a valid stimulus set name, else raise DataError naming it."""
     if not isinstance(name, str) or re.fullmatch(SET_NAME_PATTERN, name) is None:

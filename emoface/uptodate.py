@@ -26,7 +26,7 @@ from emoface.errors import EmofaceError
 from emoface.inference import batchfiles
 from emoface.inference.store import LAYERS_RECORD, HiddenStateStore, PredictionStore
 from emoface.io import atomic_path, sha256_file
-from emoface.paths import DataPaths
+from emoface.paths import HEADLINE_FILE, DataPaths
 from emoface.provenance import analysis_code_hash, code_version, numerical_versions
 
 ANALYSIS_KEY = "analysis-key.json"
@@ -86,7 +86,8 @@ def analysis_is_current(ablation_id: str, key: str | None, data: DataPaths) -> b
     out = _metrics(data, ablation_id)
     rec = _read(out.parent / ANALYSIS_KEY)
     return (key is not None and rec is not None and out.exists() and rec.get("key") == key
-            and rec.get("metrics_sha256") == sha256_file(out))
+            and rec.get("metrics_sha256") == sha256_file(out)
+            and (out.parent / HEADLINE_FILE).exists())  # the DVC metrics file beside it
 
 
 def report_key(data: DataPaths, ablation_ids: Sequence[str], data_files: Sequence[Path]) -> str:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, tags, task
+from prefect.cache_policies import NO_CACHE
 
 from emoface.ablations import REGISTRY, Plan, WorkItem, baseline_items
 from emoface.ablations.base import BASELINE
@@ -28,6 +29,7 @@ from emoface.paths import DataPaths
 from emoface.stimuli.datasets import build_real_faces
 from emoface.stimuli.generate import generate_stimulus_set
 from emoface.stimuli.store import StimulusSet, load_stimulus_set
+from tasks import monitor
 from tasks.analysis import analysis_task, report_task
 from tasks.cluster import Cluster, ClusterError, ClusterModel
 from tasks.inference import inference_batch, inference_group
@@ -82,23 +84,28 @@ class _Backends:
             b.close()
 
 
-@task(name="stimuli", task_run_name="stimuli {name}", **HOOKS)
+# Tasks whose inputs include a live backend or whose work the stores decide are never cached by
+# Prefect (NO_CACHE): hashing a loaded model raises HashError, and a cached "done" would hide a
+# stimulus set or hidden-state batch deleted since.
+@task(name="stimuli", task_run_name="stimuli {name}", cache_policy=NO_CACHE, **HOOKS)
 def stimuli_task(params: Params, data_root: str, name: str) -> int:
     """Make sure the stimulus set exists (the embedded one is generated, as the DVC stage does)."""
     data = DataPaths(Path(data_root))
     paths = data.stimulus_set(name)
     if not paths.manifest.exists():
-        if name == params.stimuli.set_name:
+        if name == params.stimuli.set_name == "embedded":  # never over a user's own set's name
             generate_stimulus_set(params.study, params.stimuli, paths)
         elif name == params.real_faces.name:
             build_real_faces(params, data)
         else:
-            raise RunFailure(f"stimulus set '{name}' not found at {paths.root}; import it first "
-                             "(README: your own stimuli / real faces)")
+            raise RunFailure(f"stimulus set '{name}' not found at {paths.root}; import it "
+                             "(emoface stimuli import) or `dvc pull` it (README: your own "
+                             "stimuli)")
     return load_stimulus_set(paths, params.study).manifest.height
 
 
-@task(name="hidden-states", task_run_name="hidden states {item.model_id}", **HOOKS)
+@task(name="hidden-states", task_run_name="hidden states {item.model_id}", cache_policy=NO_CACHE,
+      **HOOKS)
 def hidden_task(backend: Backend, item: WorkItem, params: Params, data_root: str) -> int:
     ss = load_stimulus_set(DataPaths(Path(data_root)).stimulus_set(item.stimulus_set),
                            params.study)
@@ -120,7 +127,10 @@ def run_items(items: list[WorkItem], backends: _Backends, params: Params, data: 
                                        HiddenStateStore(data.root), params.study.emotions,
                                        batch_size=params.inference.batch_size)
             if not hidden_states_complete(hplan, HiddenStateStore(data.root)):
-                hidden_task(backend, item, params, str(data.root))
+                monitor.expect(1)
+                n = hidden_task(backend, item, params, str(data.root))
+                logger.info("%s: hidden states of %s: %d layer files", context, item.model_id, n)
+                monitor.finished(f"hidden states {item.model_id}", None)
             continue
         ss = backends.stimuli(item.stimulus_set)
         labels = resolve_labels(item.condition, ss, store, backend.info.model_id,
@@ -136,6 +146,7 @@ def run_items(items: list[WorkItem], backends: _Backends, params: Params, data: 
         # One verification per batch here; a task run only for a batch that needs calls (a
         # no-change re-run starts no task at all).
         specs = pending_specs(specs, store)
+        monitor.expect(len(specs))
         # Two batch tasks in flight: the backend's limiter caps its calls, so the next batch runs
         # while the previous one is validated and written. Results are taken in batch order.
         pending: list = []
@@ -174,14 +185,25 @@ def _run_image_major(items: list[WorkItem], backends: _Backends, params: Params,
             continue
         first = group[0]
         label = f"{first.model_id} | {len(group)} conditions | {first.stimulus_set} b{first.index}"
+        todo = [s for s in group if not store.is_done(s.folder, s.index, s.key)]
+        monitor.expect(len(todo))
         future = inference_group.submit(backends.get(first.model_id, first.stimulus_set), group,
                                         str(data.root), params.study.emotions, label)
-        calls += _batch_calls(first, future, context)
+        calls += _batch_calls(first, future, context, log=False)
+        for s in todo:  # each condition was stored as its own batch
+            monitor.finished(_label(s), store.batch_file(s.folder, s.index, "parquet"))
     return calls
 
 
-def _batch_calls(spec, future, context: str) -> int:
-    """Calls a finished batch task made; a failed one raises saying where and how to resume."""
+def _label(spec) -> str:
+    return (f"{spec.model_id} | {spec.condition.condition_id} | {spec.stimulus_set} "
+            f"b{spec.index:04d}")
+
+
+def _batch_calls(spec, future, context: str, log: bool = True) -> int:
+    """Calls a finished batch task made; a failed one raises saying where and how to resume.
+    A batch that made calls gets one log line (calls, attempts, retries, latency, tokens) and
+    moves its subflow's progress artifact."""
     future.wait()
     state = future.state
     if state.is_failed():
@@ -193,7 +215,11 @@ def _batch_calls(spec, future, context: str) -> int:
                 f"{spec.condition.condition_id} [{spec.stimulus_set}] failed: {err}. "
                 "Fix the cause and run the same command again: finished batches are "
                 "kept and only the missing ones run.") from err
-    return (state.result() or {}).get("calls", 0)
+    out = state.result() or {}
+    if log:
+        monitor.finished(_label(spec), PredictionStore.batch_file(spec.folder, spec.index, "parquet")
+                         if out.get("calls") else None, out.get("wall_s"))
+    return out.get("calls", 0)
 
 
 class _ClusterPlan:
@@ -259,8 +285,9 @@ def cluster_flow(items: list[WorkItem], params: Params, data_root: str, models_l
     before = cluster.calls
     try:
         plan = _ClusterPlan(items, _run_backends(), params, data)
-        cluster.run_specs(plan.work, PredictionStore(data.root), params.inference,
-                          params.study.emotions, "cluster inference", more=plan.ready)
+        with monitor.subflow_progress("cluster inference"):
+            cluster.run_specs(plan.work, PredictionStore(data.root), params.inference,
+                              params.study.emotions, "cluster inference", more=plan.ready)
     except (ModelDigestMismatch, ClusterError):
         raise
     except Exception as err:  # noqa: BLE001 - each ablation's subflow retries and reports it
@@ -286,7 +313,8 @@ def _run_cluster() -> Cluster:
 
 @flow(name="baseline", flow_run_name="baseline | {models_label}")
 def baseline_flow(items: list[WorkItem], params: Params, data_root: str, models_label: str) -> int:
-    return run_items(items, _run_backends(), params, DataPaths(Path(data_root)), "baseline")
+    with monitor.subflow_progress("baseline"):
+        return run_items(items, _run_backends(), params, DataPaths(Path(data_root)), "baseline")
 
 
 @flow(name="ablation", flow_run_name="{ablation_id} {name}")
@@ -296,8 +324,9 @@ def ablation_flow(ablation_id: str, name: str, items: list[WorkItem], params: Pa
     if inference:
         for s in sorted({i.stimulus_set for i in items}):
             stimuli_task(params, data_root, s)
-        calls = run_items(items, _run_backends(), params, DataPaths(Path(data_root)),
-                          ablation_id)
+        with monitor.subflow_progress(f"{ablation_id} {name}"):
+            calls = run_items(items, _run_backends(), params, DataPaths(Path(data_root)),
+                              ablation_id)
     summary = {"ablation": ablation_id, "calls": calls}
     if analyses:
         summary.update(analysis_task(ablation_id, params, data_root, models, items))
@@ -307,7 +336,36 @@ def ablation_flow(ablation_id: str, name: str, items: list[WorkItem], params: Pa
 @flow(name="ablations", flow_run_name="{selection}")
 def ablations_flow(plan: Plan, params: Params, data_root: str, selection: str,
                    inference: bool = True, analyses: bool = True) -> dict:
-    """The whole selection: stimuli, baseline, each ablation in the plan's order, the report."""
+    """The whole selection: stimuli, baseline, each ablation in the plan's order, the report.
+
+    The run is renamed ``<selection> | <UTC start> | <invocation or DVC experiment>`` and tagged
+    (code commit, selection, tier, DVC experiment); its subflows inherit the tags."""
+    with tags(*_label_run(selection)):
+        return _ablations(plan, params, data_root, selection, inference, analyses)
+
+
+def _label_run(selection: str) -> list[str]:
+    """Name and tag the current flow run (the API call is best effort: a run is never failed
+    for its label); returns the tags for the subflows."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    if ctx is not None and ctx.flow_run is not None:
+        monitor.adopt_invocation(list(ctx.flow_run.tags))
+    run_tags = monitor.run_tags(selection)
+    if ctx is not None and ctx.flow_run is not None:
+        try:
+            with get_client(sync_client=True) as client:
+                client.update_flow_run(ctx.flow_run.id, name=monitor.run_name(selection),
+                                       tags=sorted(set(ctx.flow_run.tags) | set(run_tags)))
+        except Exception as err:  # noqa: BLE001 - labels only
+            get_run_logger().warning("could not tag the flow run: %s", err)
+    return run_tags
+
+
+def _ablations(plan: Plan, params: Params, data_root: str, selection: str, inference: bool,
+               analyses: bool) -> dict:
     logger = get_run_logger()
     data = DataPaths(Path(data_root))
     _RUN["backends"] = _Backends(params, data)

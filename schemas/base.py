@@ -44,6 +44,8 @@ def _to_data_error(cases: pl.DataFrame | object, file: str | Path) -> DataError:
         idx = rec.get("index")
         check = rec.get("check")
         value = rec.get("failure_case")
+        if isinstance(value, str) and len(value) > 40:  # e.g. a row of 2,304 pixel values
+            value = value[:37] + "..."
         row = int(idx) + 1 if idx is not None else None
         where = f"row {row}, " if row is not None else ""
         details.append(f"{where}field '{col}': failed {check} (value {value!r})")

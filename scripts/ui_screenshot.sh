@@ -5,7 +5,7 @@
 #   usage: bash scripts/ui_screenshot.sh   (after make setup)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=.venv/bin/python
+PY=${PY:-.venv/bin/python}
 if ! command -v chromium >/dev/null; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
@@ -35,4 +35,9 @@ artifact_id=$(curl -sf -X POST "$api/artifacts/filter" -H 'Content-Type: applica
   -d '{"artifacts": {"key": {"any_": ["a8-main-table"]}}, "limit": 1}' |
   "$PY" -c 'import json, sys; print(json.load(sys.stdin)[0]["id"])')
 shoot "http://127.0.0.1:$port/artifacts/artifact/$artifact_id" docs/prefect-artifacts.png
-echo "wrote docs/prefect-flow-run.png and docs/prefect-artifacts.png (flow run $flow_id)"
+progress_id=$(curl -sf -X POST "$api/artifacts/filter" -H 'Content-Type: application/json' \
+  -d '{"artifacts": {"key": {"any_": ["baseline-progress"]}}, "limit": 1}' |
+  "$PY" -c 'import json, sys; print(json.load(sys.stdin)[0]["id"])')
+shoot "http://127.0.0.1:$port/artifacts/artifact/$progress_id" docs/prefect-progress.png
+shoot "http://127.0.0.1:$port/runs?tab=flow-runs" docs/prefect-runs-tags.png
+echo "wrote docs/prefect-{flow-run,artifacts,progress,runs-tags}.png (flow run $flow_id)"

@@ -10,17 +10,23 @@ Its main table and verdict are published as Prefect artifacts.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import CachePolicy
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
+from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.context import TaskRunContext
 
 from emoface.ablations import WorkItem, run_analysis
 from emoface.analysis.context import AnalysisContext
+from emoface.analysis.headline import write_headline
 from emoface.analysis.report import BANNER, write_report, write_result
 from emoface.config import Params
 from emoface.paths import DataPaths
@@ -54,6 +60,7 @@ def analysis_task(ablation_id: str, params: Params, data_root: str, models: list
     inputs_key = analysis_key(ablation_id, params, data, models, items)  # before it reads them
     result = run_analysis(ablation_id, ctx)
     folder = write_result(result, data.root / "results")
+    write_headline(ablation_id, result.outcome, result.tables, folder)  # the DVC metrics
     record_analysis(ablation_id, inputs_key, data)
     key = ablation_id.lower()
     table = result.tables["main"].head(200).with_columns(pl.col(pl.Float64).round(4))
@@ -69,12 +76,37 @@ def analysis_task(ablation_id: str, params: Params, data_root: str, models: list
             "verdict": result.verdict}
 
 
-@task(name="report", **HOOKS)
+@task(name="report", cache_policy=NO_CACHE, **HOOKS)  # report_key decides; cheap to rewrite
 def report_task(data_root: str, ablation_ids: list[str], data_files: list[str]) -> str:
     data = DataPaths(Path(data_root))
     key = report_key(data, ablation_ids, [Path(f) for f in data_files])
     path = write_report(data.root / "results", ablation_ids, [Path(f) for f in data_files])
     record_report(data, key)
-    create_markdown_artifact(key="report", markdown=path.read_text(),
-                             description="the full report (report.md)")
+    create_markdown_artifact(key="report", markdown=report_markdown(path),
+                             description=f"the full report ({path})")
+    for f in (path, path.with_suffix(".html")):
+        if f.exists():
+            create_link_artifact(key=f"report-{f.suffix[1:]}", link=f.resolve().as_uri(),
+                                 link_text=str(f), description=f"the report as {f.suffix[1:]}")
     return str(path)
+
+
+_REL_LINK = re.compile(r"(!?)\[([^\]]*)\]\((?!https?:|file:|#|/)([^)\s]+)\)")
+
+
+def report_markdown(path: Path) -> str:
+    """report.md for a Prefect markdown artifact: a first line linking the files, and every
+    relative link (figures, tables, the analysis plan) made an absolute ``file://`` link. The UI
+    does not load images from the local disk, so each figure becomes a link to its PNG."""
+    folder = path.parent.resolve()
+
+    def absolute(m: re.Match) -> str:
+        file, _, fragment = m.group(3).partition("#")
+        target = (folder / file).resolve()
+        text = m.group(2) or ("figure " + target.name if m.group(1) else target.name)
+        return f"[{text}]({target.as_uri()}{'#' + fragment if fragment else ''})"
+
+    html = path.with_suffix(".html")
+    head = f"Report: [{path.name}]({path.resolve().as_uri()})" + (
+        f" · [{html.name}]({html.resolve().as_uri()})" if html.exists() else "")
+    return head + "\n\n" + _REL_LINK.sub(absolute, path.read_text())

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from emoface.backends import ModelRef, backend_timeout_s
@@ -38,7 +39,7 @@ from emoface.inference.remote import (
     pack_stimuli,
 )
 from emoface.inference.store import PredictionStore
-from tasks import progress, record
+from tasks import monitor, progress, record
 from tasks.dask_scheduler import scheduler_info
 from tasks.inference import retry_transient_only
 
@@ -58,6 +59,7 @@ class ClusterError(EmofaceError):
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_condition_fn=retry_transient_only,
     persist_result=False,
+    cache_policy=NO_CACHE,  # the store decides what runs; image bytes need no hashing
 )
 def compute_batch_task(batch: RemoteBatch) -> ComputedBatch:
     """The compute half of a batch, on a Dask worker: rows and logits, nothing written."""
@@ -196,6 +198,7 @@ class Cluster:
             for folder in dict.fromkeys(s.folder for _, s in work):
                 store.sweep(folder)  # what a killed run left there
             queue.extend(work)
+            monitor.expect(len(work))
 
         admit(work)
         calls, last_seen_worker = 0, time.monotonic()
@@ -265,6 +268,9 @@ class Cluster:
         store.write_batch(spec.folder, spec.index, spec.key, computed.rows, computed.records,
                           emotions, plan_key=spec.plan_key)
         progress.advance(len(spec.stimuli))
+        monitor.finished(f"{spec.model_id} | {spec.condition.condition_id} | {spec.stimulus_set} "
+                         f"b{spec.index:04d} (cluster)", store.batch_file(spec.folder, spec.index,
+                                                                          "parquet"))
         return computed.calls
 
 

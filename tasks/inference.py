@@ -12,6 +12,7 @@ after the backend's own per-call retries gave up; bad inputs and permanent error
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -69,10 +70,12 @@ def inference_batch(backend: Backend, spec: BatchSpec, data_root: str,
     """Run one batch unless stored; returns the backend calls made (0 when already stored)."""
     store = PredictionStore(Path(data_root))
     backend.on_retry = progress.retried  # retried requests show beside the progress bar
+    t0 = time.perf_counter()
     calls = run_one_batch(backend, spec, store, emotions, on_done=progress.advance)
     if calls == 0:
         progress.advance(len(spec.stimuli))
-    return {"batch": spec.index, "calls": calls, "stimuli": len(spec.stimuli)}
+    return {"batch": spec.index, "calls": calls, "stimuli": len(spec.stimuli),
+            "wall_s": round(time.perf_counter() - t0, 3)}
 
 
 @task(

@@ -25,6 +25,7 @@ from tests.conftest import REPO, write_small_project_params
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PROJECT_FILES = ["dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore", "prefect.toml"]
+PROJECT_DVC = ["plots"]  # .dvc/plots: the plot templates
 PROJECT_DIRS = ["emoface", "schemas", "tasks", "flows"]
 
 
@@ -45,6 +46,13 @@ def run(cmd: list[str], cwd: Path, tmp: Path) -> str:
                           timeout=900)
     assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc.stdout + proc.stderr
+
+
+def _json_out(cmd: list[str], cwd: Path, tmp: Path) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "dvc", *cmd[1:]], cwd=cwd, env=_env(tmp),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
 
 
 def backend_calls(output: str) -> list[int]:
@@ -69,6 +77,8 @@ def project(tmp_path: Path) -> Path:
     shutil.copy(write_small_project_params(tmp_path / "cfg"), repo / "params.yaml")
     run(["git", "init", "-q", "-b", "main"], repo, tmp_path)
     run(["dvc", "init", "-q"], repo, tmp_path)
+    for d in PROJECT_DVC:
+        shutil.copytree(REPO / ".dvc" / d, repo / ".dvc" / d)
     return repo
 
 
@@ -94,10 +104,21 @@ def test_pipeline_repro_change_push_clone_pull(tmp_path, project):
     assert "Running stage 'stimuli'" not in changed
     assert backend_calls(changed) == [2 * 2 * 48 * 3, 0]  # 2 models x 2 repeats x 48 x 3 turns
 
-    shown = run(["dvc", "metrics", "show", "--json"], repo, tmp_path)
-    assert "A8/metrics.json" in shown and "variance_restored" in shown
-    assert "within_category_sd_by_temperature.csv" in run(["dvc", "plots", "show", "--json"],
-                                                            repo, tmp_path)
+    shown = _json_out(["dvc", "metrics", "show", "--json"], repo, tmp_path)
+    headlines = next(iter(shown.values()))["data"]
+    assert len(headlines) == 1 + len(registry())  # one headline.json per ablation, no metrics.json
+    for path, entry in headlines.items():
+        assert path.endswith("/headline.json")
+        assert "outcome" in entry["data"]  # DVC leaves out the null ones
+        assert set(entry["data"]) <= {"outcome", "estimate", "ci_low", "ci_high", "p_adj"}
+    table = run(["dvc", "metrics", "show"], repo, tmp_path)
+    assert max(len(line) for line in table.splitlines()) <= 120, table
+    plots = _json_out(["dvc", "plots", "show", "--json"], repo, tmp_path)
+    assert "within_category_sd_by_temperature.csv" in json.dumps(plots)
+    assert "errors" not in json.dumps(plots)  # every plot has x, y and a template that renders
+    run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], repo, tmp_path)
+    html = (tmp_path / "plots" / "index.html").read_text()
+    assert html.count("vegaEmbed(") == 1 + len(registry())
 
     remote = tmp_path / "remote"
     run(["dvc", "remote", "add", "-d", "local", str(remote)], repo, tmp_path)

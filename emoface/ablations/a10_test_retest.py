@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from emoface.ablations.a3_temperature import grid
-from emoface.ablations.base import Ablation, WorkItem, baseline_items, predictions
+from emoface.ablations.base import Ablation, Headline, WorkItem, baseline_items, predictions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -281,6 +281,7 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 ABLATION = Ablation(
     id="A10", name="test-retest reliability", priority=4, tiers=("extended",),
     paper_section="the project's own (not in the plan): rater reliability",
+    headline=Headline("main", "icc2", "icc2_low", "icc2_high", None),  # DVC metrics
     hypothesis="A model run again at T > 0 agrees with itself at least as well as two different "
                "human raters agree with each other (at each temperature).",
     interpretation="Per temperature: ICC(2,1) of a model's repeats above the humans' rater-to-rater"

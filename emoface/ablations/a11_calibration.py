@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from emoface.ablations.base import Ablation, WorkItem, baseline_items
+from emoface.ablations.base import Ablation, Headline, WorkItem, baseline_items
 
 if TYPE_CHECKING:
     import polars as pl
@@ -336,6 +336,7 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 ABLATION = Ablation(
     id="A11", name="calibration against humans", priority=4, tiers=("extended",),
     paper_section="the project's own (not in the plan): uncertainty vs human disagreement",
+    headline=Headline("main", "r_sd_human_sd", "r_sd_low", "r_sd_high", None),  # DVC metrics
     hypothesis="Where humans disagree more about an image, the model's digit distribution is "
                "wider (within an emotion category).",
     interpretation="Within-category r(model SD, human SD) with its CI above 0 => the model's "

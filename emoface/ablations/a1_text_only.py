@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import Field
 
-from emoface.ablations.base import Ablation, WorkItem, baseline_items, predictions
+from emoface.ablations.base import Ablation, Headline, WorkItem, baseline_items, predictions
 from emoface.config import _Frozen
 from emoface.inference.conditions import Condition
 
@@ -157,6 +157,7 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 ABLATION = Ablation(
     id="A1", name="text-only arousal", priority=1,
     tiers=("minimal", "competitive", "complete", "extended"),
+    headline=Headline("main", "diff_human_r", "zou_low", "zou_high", "p_equivalence_holm"),
     paper_section="strength-inversion claim",
     hypothesis="Arousal ratings given the image and label are largely reproduced from the label "
                "alone.",

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from emoface.ablations.base import Ablation, WorkItem, baseline_items, predictions
+from emoface.ablations.base import Ablation, Headline, WorkItem, baseline_items, predictions
 from emoface.inference.conditions import Condition
 
 if TYPE_CHECKING:
@@ -117,6 +117,7 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 ABLATION = Ablation(
     id="A2", name="single-shot prompting", priority=1,
     tiers=("minimal", "competitive", "complete", "extended"),
+    headline=Headline("verdict_tests", "difference", "diff_low", "diff_high", "p_holm"),
     paper_section="context-carry confound",
     hypothesis="Context-carry anchoring suppresses within-category variance.",
     interpretation="Within-category SD rises in single-shot => context-carry anchoring "

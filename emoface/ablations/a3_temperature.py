@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from emoface.ablations.base import Ablation, WorkItem, baseline_items, predictions
+from emoface.ablations.base import Ablation, Headline, WorkItem, baseline_items, predictions
 from emoface.config import Temperature, _Frozen, _no_duplicates
 from emoface.inference.conditions import Condition
 
@@ -205,6 +205,7 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 
 ABLATION = Ablation(
     id="A3", name="temperature", priority=2, tiers=("competitive", "complete", "extended"),
+    headline=Headline("trend", "slope", "slope_low", "slope_high", "p_holm"),  # its DVC metrics row
     paper_section="fixed-value pattern",
     hypothesis="Greedy decoding (the output constraint) causes the fixed values.",
     interpretation="Within-category SD rises with T => the output constraint is the main cause.",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import Field
 
-from emoface.ablations.base import BASELINE, Ablation, WorkItem, predictions
+from emoface.ablations.base import BASELINE, Ablation, Headline, WorkItem, predictions
 from emoface.config import ModelId, _Frozen, self_quantized_id
 
 if TYPE_CHECKING:
@@ -180,6 +180,7 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 
 ABLATION = Ablation(
     id="A4", name="FP16 vs 4-bit", priority=2, tiers=("competitive", "complete", "extended"),
+    headline=Headline("main", "restored", "restored_low", "restored_high", "p_holm"),  # its DVC metrics row
     paper_section="quantization share",
     hypothesis="4-bit quantization removes part of the within-category variance.",
     interpretation="Expected a little more variance at FP16 (an estimated 20-30 % restored).",

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from emoface.ablations.base import Ablation, baseline_only
+from emoface.ablations.base import Ablation, Headline, baseline_only
 
 if TYPE_CHECKING:
     import polars as pl
@@ -235,6 +235,8 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 ABLATION = Ablation(
     id="A5", name="dark knowledge", priority=2, tiers=("minimal", "competitive", "complete",
                                                        "extended"),
+    headline=Headline("main", "r_within_cell", "r_within_cell_low", "r_within_cell_high",
+                      "p_a_holm"),  # its DVC metrics row
     paper_section="Section 5.1",
     hypothesis="The digit distribution still discriminates inside a category even when the "
                "argmax does not.",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import field_validator
 
-from emoface.ablations.base import BASELINE, Ablation, WorkItem, baseline_items, predictions
+from emoface.ablations.base import BASELINE, Ablation, Headline, WorkItem, baseline_items, predictions
 from emoface.config import ModelId, _Frozen, _no_duplicates
 
 if TYPE_CHECKING:
@@ -218,6 +218,8 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 
 ABLATION = Ablation(
     id="A6", name="more VLMs", priority=2, tiers=("competitive", "complete", "extended"),
+    headline=Headline("main", "arousal_sd_ratio_human", "arousal_sd_ratio_low",
+                      "arousal_sd_ratio_high", "arousal_sd_ratio_p_holm"),  # its DVC metrics row
     paper_section="generalisation",
     hypothesis="The findings generalise beyond two models.",
     interpretation="The same pattern (kappa, collapse) across N >= 4 models => it generalises.",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from emoface.ablations.base import BASELINE, Ablation, WorkItem, baseline_items, predictions
+from emoface.ablations.base import BASELINE, Ablation, Headline, WorkItem, baseline_items, predictions
 
 if TYPE_CHECKING:
     from emoface.analysis.common import AblationResult
@@ -103,6 +103,7 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 
 ABLATION = Ablation(
     id="A7", name="real faces", priority=3, tiers=("complete", "extended"), paper_section="OOD",
+    headline=Headline("kappa_difference", "difference", "diff_low", "diff_high", "p_holm"),  # DVC metrics
     hypothesis="Part of the effects come from AI-generated faces being out of distribution.",
     interpretation="Metrics that differ between AI and real faces => an out-of-distribution "
                    "effect.",

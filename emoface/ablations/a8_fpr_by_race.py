@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from emoface.ablations.base import Ablation, baseline_only
+from emoface.ablations.base import Ablation, Headline, baseline_only
 
 if TYPE_CHECKING:
     import polars as pl
@@ -327,6 +327,7 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 ABLATION = Ablation(
     id="A8", name="FPR by race", priority=3, tiers=("minimal", "complete", "extended"),
     paper_section="Section 4.5",
+    headline=Headline("tests", "fpr_diff", "fpr_diff_low", "fpr_diff_high", "p_holm"),  # DVC metrics
     hypothesis="Angry is over-attributed to one race group among faces that are not angry.",
     interpretation="FPR(Black) > FPR(Korean) => real over-attribution, not an accuracy gap.",
     planned_hours=0.5, needs="analysis of the baseline predictions",

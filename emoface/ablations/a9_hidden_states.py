@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from emoface.ablations.base import Ablation, WorkItem
+from emoface.ablations.base import Ablation, Headline, WorkItem
 from emoface.config import ModelId, _Frozen
 
 if TYPE_CHECKING:
@@ -233,6 +233,7 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 ABLATION = Ablation(
     id="A9", name="hidden states", priority=3, tiers=("complete", "extended"),
     paper_section="representation vs output",
+    headline=Headline("main", "debiased_cka", None, None, "debiased_cka_p", pick="max"),  # DVC metrics
     hypothesis="The representation holds within-category information the output lacks.",
     interpretation="CKA/RSA with the human ratings above the permutation null, within categories "
                    "=> information in the representation, not in the output.",

@@ -64,6 +64,22 @@ FiguresFn = Callable[["AblationResult", Path], list[Path]]
 
 
 @dataclass(frozen=True)
+class Headline:
+    """Which row and columns of a result table are the ablation's headline (DVC metrics:
+    ``data/results/<ID>/headline.json``, emoface/analysis/headline.py): the primary estimate,
+    its CI, its multiplicity-adjusted p. ``pick``: "first" = the first row with ``p_adj`` set,
+    in table order (first study model, primary grouping), else the first row; "max" = the
+    largest estimate."""
+
+    table: str
+    estimate: str
+    ci_low: str | None
+    ci_high: str | None
+    p_adj: str | None
+    pick: str = "first"
+
+
+@dataclass(frozen=True)
 class Ablation:
     """One ablation: what the plan says about it, what it needs, computes, draws and reads.
 
@@ -86,6 +102,7 @@ class Ablation:
     analysis: AnalysisFn
     figures: FiguresFn
     params: type[BaseModel] | None = None
+    headline: Headline | None = None  # its DVC metrics row (None: outcome only)
 
 
 def baseline_items(params: Params, models: Sequence[str]) -> list[WorkItem]:

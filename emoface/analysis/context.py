@@ -17,6 +17,8 @@ from emoface.inference.conditions import Condition
 from emoface.inference.store import HiddenStateStore, PredictionStore
 from emoface.paths import DataPaths
 from emoface.stimuli.store import StimulusSet, load_stimulus_set
+from schemas import validate
+from schemas.analysis import joined_predictions_schema
 
 
 @dataclass
@@ -80,7 +82,9 @@ class AnalysisContext:
         if missing:
             raise DataError(f"{len(missing)} stimuli have no prediction (e.g. {sorted(missing)[0]});"
                             " run the inference again to complete them", file=folder)
-        return df.join(design, on="stimulus_id", how="inner").sort("stimulus_id")
+        joined = df.join(design, on="stimulus_id", how="inner").sort("stimulus_id")
+        # the frame every statistic starts from: one row per stimulus, design and norms present
+        return validate(joined, joined_predictions_schema(self.emotions), file=folder)
 
     def logits(self, model_id: str, condition: Condition = BASELINE) -> dict[str, np.ndarray]:
         """Logits of the current batches; a missing or damaged NPZ is an error naming it."""
@@ -91,4 +95,5 @@ class AnalysisContext:
     def hidden_layers(self, model_id: str) -> list[dict[str, np.ndarray]]:
         """Per-layer hidden states, only when assembled from the current, verified batches."""
         store = HiddenStateStore(self.data.root)
-        return store.read_layers(store.model_dir(self.params.stimuli.set_name, model_id))
+        return store.read_layers(store.model_dir(self.params.stimuli.set_name, model_id),
+                                 order=self.design()["stimulus_id"].to_list())

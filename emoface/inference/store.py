@@ -45,6 +45,7 @@ from emoface.io import atomic_path, sha256_file
 from emoface.parsing import PARSER_VERSION
 from emoface.provenance import code_version, inference_code_hash
 from schemas import predictions_schema, validate
+from schemas.arrays import validate_hidden, validate_logits
 
 
 def model_slug(model_id: str) -> str:
@@ -142,11 +143,13 @@ class PredictionStore:
                              pl.lit(code["git_commit"]).alias("code_commit"),
                              pl.lit(code["git_dirty"], pl.Boolean).alias("code_dirty"))
         validate(df, predictions_schema(emotions), file=target)
-        batchfiles.begin(folder, index)
         npz = self.batch_file(folder, index, "npz")
+        arrays = _logit_arrays(records)
+        validate_logits(arrays, file=npz, stimulus_ids=df["stimulus_id"].to_list())
+        batchfiles.begin(folder, index)
         with atomic_path(npz) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **_logit_arrays(records))
+                np.savez_compressed(fh, **arrays)
         with atomic_path(target) as tmp:
             df.with_columns(pl.lit(key).alias("batch_key")).write_parquet(tmp)
         batchfiles.commit(folder, index, key, {"npz": npz, "parquet": target}, rows=df.height,
@@ -175,11 +178,17 @@ class PredictionStore:
     def read_logits(self, folder: Path) -> dict[str, np.ndarray]:
         """Concatenate the logits of the current batches of one (condition, model), verified."""
         indices = self._current(folder, "logit")
-        parts = [np.load(self.batch_file(folder, i, "npz"), allow_pickle=False) for i in indices]
+        parts = []
+        for i in indices:  # each batch's logits validated against its own prediction rows
+            npz = self.batch_file(folder, i, "npz")
+            part = dict(np.load(npz, allow_pickle=False))
+            rows = pl.read_parquet(self.batch_file(folder, i, "parquet"), columns=["stimulus_id"])
+            validate_logits(part, file=npz, stimulus_ids=rows["stimulus_id"].to_list())
+            parts.append(part)
         width = max(p["top_logprobs"].shape[1] for p in parts)
         out: dict[str, list[np.ndarray]] = {}
         for p in parts:
-            for name in p.files:
+            for name in p:
                 arr = p[name]
                 if name.startswith("top_") and arr.shape[1] < width:
                     fill = {"top_ids": -1, "top_tokens": "", "top_logprobs": np.nan}[name]
@@ -231,13 +240,15 @@ class HiddenStateStore:
 
     def write_batch(self, folder: Path, index: int, key: str, stimulus_ids: Sequence[str],
                     states: Sequence[dict[str, np.ndarray]], *, plan_key: str | None = None) -> None:
-        batchfiles.begin(folder, index)
         target = batchfiles.data_file(folder, index, "npz")
+        arrays = {"stimulus_id": np.array(stimulus_ids),
+                  "image_pool": np.stack([s["image_pool"] for s in states]).astype(np.float16),
+                  "last_token": np.stack([s["last_token"] for s in states]).astype(np.float16)}
+        validate_hidden(arrays, file=target, order=list(stimulus_ids))  # finite in float16 too
+        batchfiles.begin(folder, index)
         with atomic_path(target) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, batch_key=np.array(key), stimulus_id=np.array(stimulus_ids),
-                         image_pool=np.stack([s["image_pool"] for s in states]).astype(np.float16),
-                         last_token=np.stack([s["last_token"] for s in states]).astype(np.float16))
+                np.savez_compressed(fh, batch_key=np.array(key), **arrays)
         batchfiles.commit(folder, index, key, {"npz": target}, rows=len(stimulus_ids),
                           plan_key=plan_key)
 
@@ -253,8 +264,12 @@ class HiddenStateStore:
         the current, verified batches, and ``layers.json`` recording their keys and checksums."""
         records = batchfiles.require_current(folder, self.SUFFIXES, checksums=True,
                                              what="hidden-state")
-        parts = [np.load(batchfiles.data_file(folder, r["index"], "npz"), allow_pickle=False)
-                 for r in records]
+        parts = []
+        for r in records:
+            npz = batchfiles.data_file(folder, r["index"], "npz")
+            part = dict(np.load(npz, allow_pickle=False))
+            validate_hidden(part, file=npz)
+            parts.append(part)
         ids = np.concatenate([p["stimulus_id"] for p in parts]).tolist()
         pos = {sid: i for i, sid in enumerate(ids)}
         missing = [s for s in order if s not in pos]
@@ -268,6 +283,8 @@ class HiddenStateStore:
         written = []
         for layer in range(pool.shape[1]):
             target = folder / f"layer_{layer:02d}.npz"
+            validate_hidden({"stimulus_id": np.array(list(order)), "image_pool": pool[:, layer],
+                             "last_token": last[:, layer]}, file=target)
             with atomic_path(target) as tmp:
                 with open(tmp, "wb") as fh:
                     np.savez_compressed(fh, stimulus_id=np.array(list(order)), image_pool=pool[:, layer],
@@ -299,14 +316,23 @@ class HiddenStateStore:
                 return f"{name} is damaged (size or checksum differs from the recorded one)"
         return None
 
-    def read_layers(self, folder: Path) -> list[dict[str, np.ndarray]]:
-        """The per-layer arrays, verified against ``layers.json`` and the current batches."""
+    def read_layers(self, folder: Path, order: Sequence[str] | None = None
+                    ) -> list[dict[str, np.ndarray]]:
+        """The per-layer arrays, verified against ``layers.json`` and the current batches, and
+        validated (a row per stimulus, finite; with ``order``, exactly these stimuli in order)."""
         why = self.layers_current(folder)
         if why is not None:
             raise DataError(f"hidden states not usable: {why}; run A9's extraction again",
                             file=folder)
         record = json.loads((folder / LAYERS_RECORD).read_text())
-        return [dict(np.load(folder / name, allow_pickle=False)) for name in sorted(record["files"])]
+        layers = [dict(np.load(folder / name, allow_pickle=False))
+                  for name in sorted(record["files"])]
+        first = None
+        for name, layer in zip(sorted(record["files"]), layers, strict=True):
+            validate_hidden(layer, file=folder / name,
+                            order=order if order is not None else first)
+            first = first if first is not None else list(layer["stimulus_id"].astype(str))
+        return layers
 
 
 def store_status(root: Path, *, checksums: bool = True) -> list[dict]:

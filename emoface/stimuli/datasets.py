@@ -65,33 +65,15 @@ def _manifest_row(sid: str, rel: str, data: bytes, emotion: str, size: tuple[int
 
 
 def _check_fer2013(df: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """Every row through :class:`schemas.inputs.Fer2013Schema` (file, row and field named)."""
+    from schemas import validate
+    from schemas.inputs import Fer2013Schema
+
     for col in ("emotion", "pixels"):
         if col not in df.columns:
             raise DataError(f"missing column: {col}", file=path, field=col)
-    if df.height == 0:
-        raise DataError("table is empty (no data rows)", file=path)
-    code = df["emotion"].str.strip_chars().cast(pl.Int64, strict=False)
-    bad = code.is_null() | ~code.is_in(list(FER2013_CODES))
-    if bad.any():
-        row = int(bad.arg_max()) + 1
-        raise DataError(f"unknown emotion code {df['emotion'][row - 1]!r} (FER-2013 codes are 0-6)",
-                        file=path, row=row, field="emotion")
-    parts = df["pixels"].fill_null("").str.strip_chars().str.split(" ")
-    n = parts.list.len()
-    wrong = n != 48 * 48
-    if wrong.any():
-        row = int(wrong.arg_max()) + 1
-        raise DataError(f"expected 2304 pixel values (48x48), got {n[row - 1]}", file=path,
-                        row=row, field="pixels")
-    values = parts.explode().cast(pl.Int64, strict=False)
-    bad_px = values.is_null() | (values < 0) | (values > 255)
-    if bad_px.any():
-        flat = int(bad_px.arg_max())
-        row, col = flat // 2304 + 1, flat % 2304
-        raw = parts.explode()[flat]
-        raise DataError(f"pixel {col} is {raw!r}, not an integer 0-255", file=path, row=row,
-                        field="pixels")
-    return df.with_columns(code.alias("code"))
+    df = validate(df, Fer2013Schema, file=path)
+    return df.with_columns(pl.col("emotion").str.strip_chars().cast(pl.Int64).alias("code"))
 
 
 def import_fer2013(csv_path: Path, out: StimulusSetPaths, study: StudyParams, *, per_emotion: int,
@@ -190,8 +172,12 @@ def import_affectnet(root: Path, out: StimulusSetPaths, study: StudyParams, *, p
             raise DataError("needs an image path column (subDirectory_filePath or file) and "
                             "expression", file=annotations,
                             field="expression" if path_col else "file")
-        if df.height == 0:
-            raise DataError("table is empty (no data rows)", file=annotations)
+        from schemas import validate
+        from schemas.inputs import AffectNetAnnotationsSchema
+
+        validate(df.with_columns([pl.lit(None, pl.String).alias(c) for c in ("valence", "arousal")
+                                  if c not in df.columns]),
+                 AffectNetAnnotationsSchema, file=annotations)
         recs = []
         for i, r in enumerate(df.iter_rows(named=True), 1):
             label = _affectnet_label(r["expression"], file=annotations, row=i)

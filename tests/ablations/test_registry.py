@@ -92,15 +92,19 @@ def test_dvc_analyses_stage_lists_every_registered_ablation():
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["analyses"]
     outs = set(stage["outs"])
     metrics = set(stage["metrics"])
-    plots = {next(iter(p)) if isinstance(p, dict) else p for p in stage["plots"]}
+    plots = {next(iter(p)): p[next(iter(p))] for p in stage["plots"]}
     missing = []
     for aid in ["baseline", *registry()]:
         folder = f"data/results/{aid}"
-        missing += [p for p in (f"{folder}/tables", f"{folder}/figures") if p not in outs]
-        missing += [f"{folder}/metrics.json"] if f"{folder}/metrics.json" not in metrics else []
-        if not any(p == f"{folder}/plots" or p.startswith(f"{folder}/plots/") for p in plots):
+        missing += [p for p in (f"{folder}/tables", f"{folder}/figures", f"{folder}/metrics.json")
+                    if p not in outs]
+        missing += [f"{folder}/headline.json"] if f"{folder}/headline.json" not in metrics else []
+        if not any(p.startswith(f"{folder}/plots/") for p in plots):
             missing.append(f"{folder}/plots")
     assert not missing, f"dvc.yaml's analyses stage lacks: {', '.join(missing)}"
+    # every plot names its x, y and template (DVC otherwise draws `step` against the last column)
+    incomplete = [p for p, spec in plots.items() if not {"x", "y", "template"} <= set(spec or {})]
+    assert not incomplete, f"plots without x, y and template: {incomplete}"
     assert "--tier extended" in stage["cmd"]  # the largest tier: every registered ablation
 
 

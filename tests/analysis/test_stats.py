@@ -94,6 +94,35 @@ def test_rho_a_with_ties_by_hand():
     assert s.rho_a([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9)
 
 
+# rsatoolbox (github.com/rsagroup/rsatoolbox, commit f1f83cadb7243492a1aae7460466e0f0140b20ac),
+# src/rsatoolbox/rdm/compare.py, compare_rho_a, lines 200-223:
+#     vector1 = np.apply_along_axis(scipy.stats.rankdata, 1, vector1)
+#     vector2 = np.apply_along_axis(scipy.stats.rankdata, 1, vector2)
+#     vector1 = vector1 - np.mean(vector1, 1, keepdims=True)
+#     vector2 = vector2 - np.mean(vector2, 1, keepdims=True)
+#     n = vector1.shape[1]
+#     sim = np.einsum('ij,kj->ik', vector1, vector2) / (n ** 3 - n) * 12
+# i.e. rho-a = 12 sum((ra - mean ra)(rb - mean rb)) / (n^3 - n) on tie-averaged ranks. The values
+# below were computed by running that function's source (with _parse_input_rdms, lines 658-692,
+# given plain vectors) on these inputs; rsatoolbox itself is not a dependency of the project.
+RSATOOLBOX_RHO_A = [
+    ([1, 2, 2, 3], [1, 2, 3, 4], 0.8999999999999999),
+    ([0.5, 0.5, 1.0, 2.0, 2.0, 3.0], [3.0, 1.0, 1.0, 2.0, 5.0, 4.0], 0.5571428571428572),
+    ([0.1, 0.4, 0.4, 0.2, 0.9, 0.9, 0.3, 0.7, 0.1, 0.5], [1, 3, 2, 2, 5, 4, 1, 4, 1, 3],
+     0.906060606060606),
+    # 45 dissimilarities (an RDM of 10 items), many ties; Spearman's r would be 0.8687466
+    ([4, 0, 0, 1, 0, 4, 4, 2, 0, 0, 1, 2, 3, 2, 1, 0, 3, 3, 0, 0, 2, 1, 4, 2, 2, 2, 3, 2, 0, 3,
+      3, 4, 3, 1, 1, 3, 3, 3, 4, 1, 4, 0, 0, 4, 4],
+     [5, 0, 1, 1, 3, 6, 6, 2, 1, 0, 4, 3, 3, 3, 3, 2, 4, 4, 0, 2, 4, 3, 7, 5, 2, 4, 5, 2, 1, 4,
+      5, 5, 5, 3, 1, 4, 6, 6, 6, 1, 6, 0, 3, 7, 5], 0.8417325428194994),
+]
+
+
+@pytest.mark.parametrize("a, b, expected", RSATOOLBOX_RHO_A)
+def test_rho_a_equals_rsatoolbox_compare_rho_a(a, b, expected):
+    assert s.rho_a(np.array(a, float), np.array(b, float)) == pytest.approx(expected, abs=1e-12)
+
+
 def test_williams_does_not_crash_on_perfect_correlations():
     assert s.williams_t(1.0, 1.0, 1.0, 100) == (0.0, 1.0)
     t, p = s.williams_t(1.0, 0.9, 1.0, 100)  # zero denominator: undefined, not an exception
