@@ -70,11 +70,13 @@ def analysis_task(ablation_id: str, params: Params, data_root: str, models: list
 
 
 @task(name="report", **HOOKS)
-def report_task(data_root: str, ablation_ids: list[str], data_files: list[str]) -> str:
+def report_task(data_root: str, ablation_ids: list[str], data_files: list[str],
+                alpha: float = 0.05) -> str:
     data = DataPaths(Path(data_root))
     key = report_key(data, ablation_ids, [Path(f) for f in data_files])
-    path = write_report(data.root / "results", ablation_ids, [Path(f) for f in data_files])
+    path = write_report(data.root / "results", ablation_ids, [Path(f) for f in data_files],
+                        alpha=alpha)
     record_report(data, key)
     create_markdown_artifact(key="report", markdown=path.read_text(),
-                             description="the full report (report.md)")
+                             description="the full report (report.md; report.html beside it)")
     return str(path)
