@@ -99,10 +99,10 @@ def collect(params: Params, data: DataPaths, out: Path) -> tuple[dict, BrowseRes
     folders, records = [], []
     study_set = params.stimuli.set_name
     listed = [st for st in store_status(data.root, checksums=False) if st["kind"] == "predictions"]
-    # the study's set and the baseline first, then the other conditions
+    # the study's set and the baseline first, then the other conditions; classifiers (FER) last
     listed.sort(key=lambda st: (st["stimulus_set"] != study_set,
                                 st["condition_id"] != "context_carry_t0_r1", st["condition_id"],
-                                st["model"]))
+                                st["model"].startswith("fer"), st["model"]))
     for st in listed:
         folder = Path(st["folder"])
         rel = folder.relative_to(data.root).as_posix()

@@ -185,7 +185,7 @@ def inline_html(text: str) -> str:
 
 CSS = """
 body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1b1b1b;
- max-width:1180px;margin:2em auto;padding:0 1.2em}
+ max-width:1320px;margin:2em auto;padding:0 1.2em}
 h1{font-size:1.7em}h2{font-size:1.3em;margin-top:2.2em;border-bottom:1px solid #ddd}
 code{background:#f3f3f3;padding:0 .25em;border-radius:3px;font-size:.92em}
 blockquote,.banner{background:#fff4d6;border-left:4px solid #e0a800;padding:.6em 1em;margin:1em 0}
@@ -200,6 +200,8 @@ table.sortable th[data-dir=desc]::after{content:" \\25BC"}
 tbody tr:nth-child(even){background:#fafafa}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:12px;color:#555}.note{font-size:13px;color:#444}
+table.summary td:nth-child(2){min-width:26em}
+table.summary td:nth-child(4),table.summary td:nth-child(5){min-width:11em;white-space:normal}
 """
 
 SORT_JS = """
