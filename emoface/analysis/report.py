@@ -230,7 +230,10 @@ def _tables(root: Path, aid: str) -> list[Block]:
         path = folder / f"{v.table}.csv"
         if not path.exists():
             continue
-        df = pl.read_csv(path, infer_schema_length=None)
+        try:
+            df = pl.read_csv(path, infer_schema_length=None)
+        except pl.exceptions.NoDataError:  # an empty table (e.g. A10 without repeats)
+            continue
         if not v.cols:  # no view defined: every column
             v = View(v.table, tuple(Col(c, c) for c in df.columns), v.title)
         t = view_table(df, v, f"{aid}/tables/{v.table}.csv")

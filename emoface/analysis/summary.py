@@ -68,8 +68,11 @@ def summarise(folder: Path, alpha: float) -> Summary:
 
     def tables(name: str) -> pl.DataFrame:
         if name not in cache:
-            cache[name] = pl.read_csv(folder / "tables" / f"{name}.csv",
-                                      infer_schema_length=None)
+            try:
+                cache[name] = pl.read_csv(folder / "tables" / f"{name}.csv",
+                                          infer_schema_length=None)
+            except pl.exceptions.NoDataError:  # an empty table: no rows, no columns
+                cache[name] = pl.DataFrame()
         return cache[name]
 
     if extractor is None:

@@ -151,6 +151,16 @@ def test_sections_in_plan_order_after_the_baseline(results):
     assert "**Outcome:** models disagree (1 does not support, 1 supports)" in report
 
 
+def test_an_ablation_with_empty_tables_still_reports(results):
+    (results / "A10" / "tables" / "human.csv").write_text("")  # what an empty frame writes
+    main = results / "A10" / "tables" / "main.csv"
+    main.write_text("model_id\n")
+    m = json.loads((results / "A10" / "metrics.json").read_text())
+    (results / "A10" / "metrics.json").write_text(json.dumps({**m, "outcome": "not_applicable"}))
+    rows = _summary_rows(write_report(results, ["A10"], []).read_text())
+    assert rows == [["[A10](#a10)", rows[0][1], "–", "–", "–", "–", "**not applicable**"]]
+
+
 def test_no_table_is_cut_silently(results):
     report = write_report(results, ["A1", "A2", "A9", "A10"], []).read_text()
     a2 = report.split("## A2:", 1)[1].split("\n## ", 1)[0]
