@@ -276,5 +276,29 @@ def results_import_cmd(
           else "dry run: nothing written")
 
 
+@app.command("browse")
+def browse_cmd(
+    data: DataOpt = Path("data"),
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="folder to write (default: DATA/browse)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Write a static HTML browser over the current stored answers (open OUT/index.html; no
+    server): per stimulus the image, every question and raw answer, the parsed values, the digit
+    distribution of each rating step and the human norms; filters by model, condition, emotion,
+    race, correct/incorrect and parse status."""
+    from emoface.browse import write_browser
+
+    try:
+        p = load_params(params)
+        res = write_browser(p, DataPaths(data), out or data / "browse")
+    except EmofaceError as err:
+        _fail(err)
+    Console().print(f"wrote {res.answers} answers from {res.folders} model x condition folder(s)"
+                    f" to {res.index}", highlight=False, soft_wrap=True)
+    for s in res.skipped:
+        Console(stderr=True).print(f"left out: {s}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:  # pragma: no cover - thin wrapper
     sys.exit(app())

@@ -111,7 +111,8 @@ def record_report(data: DataPaths, key: str) -> None:
 def report_is_current(data: DataPaths, key: str) -> bool:
     report = data.root / "results" / "report.md"
     rec = _read(data.root / "results" / REPORT_KEY)
-    return (rec is not None and report.exists() and rec.get("key") == key
+    return (rec is not None and report.exists() and report.with_suffix(".html").exists()
+            and rec.get("key") == key
             and rec.get("report_sha256") == sha256_file(report))
 
 
@@ -209,6 +210,6 @@ def nothing_to_do(plan: Plan, params: Params, data: DataPaths, *, inference: boo
             # e.g. a new commit: only the report's provenance changes; rewrite it, no flow needed
             from emoface.analysis.report import write_report
 
-            write_report(data.root / "results", plan.ablations, files)
+            write_report(data.root / "results", plan.ablations, files, alpha=params.analysis.alpha)
             record_report(data, key)
     return outcomes

@@ -398,7 +398,7 @@ def _ablations(plan: Plan, params: Params, data_root: str, selection: str, infer
         if analyses:
             files = [str(data.stimulus_set(params.stimuli.set_name).manifest),
                      str(data.stimulus_set(params.stimuli.set_name).norms)]
-            report_task(data_root, plan.ablations, files)
+            report_task(data_root, plan.ablations, files, params.analysis.alpha)
     finally:
         _RUN.pop("backends").close()
         if _RUN.pop("cluster", None) is not None:

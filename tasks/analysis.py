@@ -77,10 +77,12 @@ def analysis_task(ablation_id: str, params: Params, data_root: str, models: list
 
 
 @task(name="report", cache_policy=NO_CACHE, **HOOKS)  # report_key decides; cheap to rewrite
-def report_task(data_root: str, ablation_ids: list[str], data_files: list[str]) -> str:
+def report_task(data_root: str, ablation_ids: list[str], data_files: list[str],
+                alpha: float = 0.05) -> str:
     data = DataPaths(Path(data_root))
     key = report_key(data, ablation_ids, [Path(f) for f in data_files])
-    path = write_report(data.root / "results", ablation_ids, [Path(f) for f in data_files])
+    path = write_report(data.root / "results", ablation_ids, [Path(f) for f in data_files],
+                        alpha=alpha)
     record_report(data, key)
     create_markdown_artifact(key="report", markdown=report_markdown(path),
                              description=f"the full report ({path})")

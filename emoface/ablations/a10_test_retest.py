@@ -35,6 +35,17 @@ import numpy as np
 
 from emoface.ablations.a3_temperature import grid
 from emoface.ablations.base import Ablation, Headline, WorkItem, baseline_items, predictions
+from emoface.ablations.report_spec import (
+    FIELD,
+    MODEL,
+    Col,
+    Decision,
+    Estimate,
+    ReportSpec,
+    View,
+    ci,
+    rows,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -278,6 +289,39 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
     return [save(fig, folder / "icc_by_temperature.png")]
 
 
+def decisions(tables, metrics: dict, alpha: float) -> list[Decision]:
+    """Per model and temperature: ICC(2,1) of arousal against the humans' ICC(1,1) (CI rule)."""
+    main = tables("main")
+    if main.is_empty() or "field" not in main.columns:
+        return []
+    h = {x["field"]: x for x in metrics.get("human", [])}.get("arousal")
+    vs = (f"; humans' one-rater ICC(1,1) {h['icc1']:.2f} [{h['icc1_low']:.2f}, "
+          f"{h['icc1_high']:.2f}]" if h else "")
+    return [Decision(f"{r['model_id']}, T = {r['temperature']:g}",
+                     f"ICC(2,1) of arousal over {r['n_repeats']} repeats{vs}",
+                     [Estimate("", r["icc2"], r["icc2_low"], r["icc2_high"])], [],
+                     _outcome(r, h))
+            for r in rows(main, field="arousal")]
+
+
+REPORT = ReportSpec(
+    "Is a model run again as consistent as one human rater with another?", decisions,
+    "models/temperatures", (
+        View("main", (MODEL, Col("T", "temperature"), FIELD,
+                      Col("repeats", "n_repeats", kind="int"),
+                      Col("images", "n_targets", kind="int"),
+                      ci("ICC(2,1) [95 % CI]", "icc2", "icc2_low", "icc2_high"),
+                      ci("ICC(3,1) [95 % CI]", "icc3", "icc3_low", "icc3_high"))),
+        View("human", (FIELD, ci("humans: ICC(1,1) [95 % CI]", "icc1", "icc1_low", "icc1_high"),
+                       Col("images", "n_targets", kind="int")), "One human rater (norms)"),
+        View("fleiss_kappa", (MODEL, Col("T", "temperature"),
+                              Col("repeats", "n_repeats", kind="int"),
+                              ci("Fleiss' κ [CI]", "fleiss_kappa", "kappa_boot_low",
+                                 "kappa_boot_high"),
+                              Col("share of images whose labels agree",
+                                  "share_labels_all_agree")), "Labels across repeats")))
+
+
 ABLATION = Ablation(
     id="A10", name="test-retest reliability", priority=4, tiers=("extended",),
     paper_section="the project's own (not in the plan): rater reliability",
@@ -289,5 +333,5 @@ ABLATION = Ablation(
                    "(not: more than a person re-tested, whose reliability that ICC only bounds "
                    "from below); below => less consistent than two different humans.",
     planned_hours=None, needs="no new calls: A3's repeats at T > 0 and the human norms",
-    work=work, analysis=analysis, figures=figures,
+    work=work, analysis=analysis, figures=figures, report=REPORT,
 )

@@ -34,6 +34,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from emoface.ablations.base import Ablation, Headline, WorkItem, baseline_items
+from emoface.ablations.report_spec import (
+    FIELD,
+    MODEL,
+    Col,
+    Decision,
+    Estimate,
+    ReportSpec,
+    View,
+    ci,
+    num,
+    rows,
+)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -323,14 +335,43 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
     fig, axes = new_figure("A11: model SD (digit distribution) vs human SD, arousal",
                            result.simulated, max(len(models), 1))
     cats = sorted(d["intended"].unique().to_list())
+    main = {r["model_id"]: r for r in result.tables["main"].filter(
+        pl.col("field") == "arousal").iter_rows(named=True)}
     for ax, model in zip(axes, models, strict=False):
         sub = d.filter(pl.col("model_id") == model)
         for i, c in enumerate(cats):
             s = sub.filter(pl.col("intended") == c)
             ax.scatter(s["human_sd"], s["model_sd"], s=4, alpha=.5, color=f"C{i}", label=c)
-        ax.set(xlabel="human SD (norms)", ylabel="model SD over 1-9", title=model)
+        r = main.get(model)
+        est = (f"\nwithin-category r {r['r_sd_human_sd']:.2f} [{r['r_sd_low']:.2f}, "
+               f"{r['r_sd_high']:.2f}]" if r else "")
+        ax.set(xlabel="human SD (norms)", ylabel="model SD over 1-9", title=model + est)
+        ax.title.set_fontsize(8)
         ax.legend(fontsize=6, markerscale=3)
     return [save(fig, folder / "sd_model_vs_human.png")]
+
+
+def decisions(tables, metrics: dict, alpha: float) -> list[Decision]:
+    """Per model: the within-category r(model SD, human SD) of arousal (CI rule)."""
+    from emoface.analysis.common import interval_outcome
+
+    return [Decision(r["model_id"], "within-category r(model SD, human SD), arousal",
+                     [Estimate("", r["r_sd_human_sd"], r["r_sd_low"], r["r_sd_high"])], [],
+                     interval_outcome(num(r["r_sd_low"]), num(r["r_sd_high"])))
+            for r in rows(tables("main"), field="arousal")]
+
+
+REPORT = ReportSpec(
+    "Does the model's uncertainty mirror human disagreement within a category?", decisions,
+    "models", (View("main", (
+        MODEL, FIELD, Col("n", "n"), Col("flagged", "n_flagged"),
+        Col("mean SD, model", "mean_model_sd"), Col("mean SD, humans", "mean_human_sd"),
+        ci("r(model SD, human SD) [CI]", "r_sd_human_sd", "r_sd_low", "r_sd_high"),
+        ci("r(entropy, human SD) [CI]", "r_entropy_human_sd", "r_entropy_low",
+           "r_entropy_high"),
+        Col("W1, distribution", "mean_w1_distribution"), Col("W1, answer", "mean_w1_answer"),
+        ci("W1 answer − distribution [CI]", "w1_answer_minus_distribution", "w1_diff_low",
+           "w1_diff_high"))),))
 
 
 ABLATION = Ablation(
@@ -342,5 +383,5 @@ ABLATION = Ablation(
     interpretation="Within-category r(model SD, human SD) with its CI above 0 => the model's "
                    "uncertainty mirrors human disagreement; below 0 => it runs against it.",
     planned_hours=None, needs="no new calls: the baseline's digit distributions and the norms",
-    work=work, analysis=analysis, figures=figures,
+    work=work, analysis=analysis, figures=figures, report=REPORT,
 )

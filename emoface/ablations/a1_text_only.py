@@ -10,6 +10,18 @@ import numpy as np
 from pydantic import Field
 
 from emoface.ablations.base import Ablation, Headline, WorkItem, baseline_items, predictions
+from emoface.ablations.report_spec import (
+    FIELD,
+    MODEL,
+    Col,
+    Decision,
+    Estimate,
+    ReportSpec,
+    View,
+    ci,
+    num,
+    rows,
+)
 from emoface.config import _Frozen
 from emoface.inference.conditions import Condition
 
@@ -154,6 +166,32 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
     return [save(fig, folder / "scatter.png")]
 
 
+def decisions(tables, metrics: dict, alpha: float) -> list[Decision]:
+    """Per model (arousal, the family): the difference of correlations against the margin."""
+    out = []
+    for r in rows(tables("main"), field="arousal"):
+        p_eq, p_perc = num(r["p_equivalence_holm"]), num(r["p_perception_holm"])
+        out.append(Decision(
+            r["model_id"], f"r(human, image) − r(human, label only), arousal; margin "
+            f"±{r['margin']:g}", [Estimate("", r["diff_human_r"], r["diff_boot_low"],
+                                           r["diff_boot_high"])],
+            [("equivalence", p_eq), ("above margin", p_perc)], _a1_outcome(p_eq, p_perc, alpha)))
+    return out
+
+
+REPORT = ReportSpec(
+    "Is the arousal rating reproduced from the emotion label alone, without the image?",
+    decisions, "models", (View("main", (
+        MODEL, FIELD, Col("n", "n"),
+        ci("r(image, label only) [CI]", "r_image_label", "r_image_label_low",
+           "r_image_label_high"),
+        Col("r(human, image)", "r_human_image"), Col("r(human, label only)", "r_human_label_only"),
+        ci("difference [CI]", "diff_human_r", "diff_boot_low", "diff_boot_high"),
+        Col("p equivalence", "p_equivalence"), Col("p equivalence (Holm)", "p_equivalence_holm"),
+        Col("p above margin", "p_perception"),
+        Col("p above margin (Holm)", "p_perception_holm"))),))
+
+
 ABLATION = Ablation(
     id="A1", name="text-only arousal", priority=1,
     tiers=("minimal", "competitive", "complete", "extended"),
@@ -165,5 +203,5 @@ ABLATION = Ablation(
                    "is a language prior, not perception.",
     planned_hours=2.0,
     needs="text-only prompts with each model's own baseline label, both models",
-    work=work, analysis=analysis, figures=figures, params=A1Params,
+    work=work, analysis=analysis, figures=figures, params=A1Params, report=REPORT,
 )

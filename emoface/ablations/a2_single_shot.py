@@ -7,6 +7,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emoface.ablations.base import Ablation, Headline, WorkItem, baseline_items, predictions
+from emoface.ablations.report_spec import (
+    GROUPING,
+    MODEL,
+    OUTCOME,
+    Col,
+    ReportSpec,
+    View,
+    ci,
+    paired_decisions,
+)
 from emoface.inference.conditions import Condition
 
 if TYPE_CHECKING:
@@ -114,6 +124,23 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
                                       folder / "paired_differences.png")]
 
 
+REPORT = ReportSpec(
+    "Does context-carry prompting suppress within-category variance of arousal?",
+    paired_decisions("verdict_tests", "within-category SD of arousal, single-shot − "
+                     "context-carry", "difference", "diff_low", "diff_high", grouping="intended"),
+    "models", (
+        View("verdict_tests", (
+            MODEL, GROUPING, Col("metric", "metric", kind="text"),
+            Col("context-carry", "context_carry"), Col("single-shot", "single_shot"),
+            ci("difference [CI]", "difference", "diff_low", "diff_high"), Col("p", "p"),
+            Col("p (Holm)", "p_holm"), OUTCOME),
+            "Decision tests (arousal; Holm over models, per grouping)"),
+        View("main", (MODEL, Col("metric", "metric", kind="text"),
+                      Col("context-carry", "context_carry"), Col("single-shot", "single_shot"),
+                      ci("difference [CI]", "difference", "diff_low", "diff_high"),
+                      Col("p", "p")), "Paired differences, single-shot − context-carry")))
+
+
 ABLATION = Ablation(
     id="A2", name="single-shot prompting", priority=1,
     tiers=("minimal", "competitive", "complete", "extended"),
@@ -123,5 +150,5 @@ ABLATION = Ablation(
     interpretation="Within-category SD rises in single-shot => context-carry anchoring "
                    "suppresses variance.",
     planned_hours=2.0, needs="one JSON prompt per image, both models",
-    work=work, analysis=analysis, figures=figures,
+    work=work, analysis=analysis, figures=figures, report=REPORT,
 )

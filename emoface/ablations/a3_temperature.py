@@ -10,6 +10,16 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from emoface.ablations.base import Ablation, Headline, WorkItem, baseline_items, predictions
+from emoface.ablations.report_spec import (
+    GROUPING,
+    MODEL,
+    OUTCOME,
+    Col,
+    ReportSpec,
+    View,
+    ci,
+    paired_decisions,
+)
 from emoface.config import Temperature, _Frozen, _no_duplicates
 from emoface.inference.conditions import Condition
 
@@ -193,14 +203,36 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
     from emoface.analysis.figures import new_figure, save
 
     d = result.plots["within_category_sd_by_temperature"]
-    fig, (ax,) = new_figure("A3: within-category SD of arousal by temperature", result.simulated)
+    trend = {r["model_id"]: r for r in result.tables["trend"].filter(
+        pl.col("grouping") == "intended").iter_rows(named=True)}
+    fig, (ax,) = new_figure("A3: within-category SD of arousal by temperature (bars: SD over "
+                            "repeats; legend: slope [95 % CI])", result.simulated)
     for i, (model,) in enumerate(d.select("model_id").unique(maintain_order=True).rows()):
         sub = d.filter(pl.col("model_id") == model).sort("temperature")
+        t = trend.get(model)
+        slope = (f", slope {t['slope']:.2f} [{t['slope_low']:.2f}, {t['slope_high']:.2f}]"
+                 if t else "")
         ax.errorbar(sub["temperature"], sub["mean"], yerr=sub["sd_over_repeats"].fill_null(0),
-                    marker="o", capsize=3, label=model, color=f"C{i}")
+                    marker="o", capsize=3, label=model + slope, color=f"C{i}")
     ax.set(xlabel="temperature", ylabel="within-category SD (mean over repeats)")
     ax.legend(fontsize=7)
     return [save(fig, folder / "within_category_sd_by_temperature.png")]
+
+
+REPORT = ReportSpec(
+    "Does greedy decoding (T = 0) cause the fixed arousal values?",
+    paired_decisions("trend", "change of within-category SD of arousal per unit of T", "slope",
+                     "slope_low", "slope_high", grouping="intended"),
+    "models", (
+        View("trend", (MODEL, GROUPING, ci("slope per unit T [CI]", "slope", "slope_low",
+                                          "slope_high"),
+                       Col("p", "p"), Col("p (Holm)", "p_holm"), Col("OLS p", "ols_p"), OUTCOME),
+             "Trend of the within-category SD of arousal over temperature"),
+        View("main", (MODEL, Col("T", "temperature"), Col("repeats", "n_repeats"),
+                      Col("within-category SD (mean over repeats)", "mean"),
+                      Col("SD over repeats", "sd_over_repeats"),
+                      Col("share of images whose repeats agree", "share_all_repeats_agree")),
+             "Within-category SD of arousal by temperature")))
 
 
 ABLATION = Ablation(
@@ -210,5 +242,5 @@ ABLATION = Ablation(
     hypothesis="Greedy decoding (the output constraint) causes the fixed values.",
     interpretation="Within-category SD rises with T => the output constraint is the main cause.",
     planned_hours=8.0, needs="T in the grid x repeats, both models",
-    work=work, analysis=analysis, figures=figures, params=A3Params,
+    work=work, analysis=analysis, figures=figures, params=A3Params, report=REPORT,
 )

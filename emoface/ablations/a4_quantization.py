@@ -10,6 +10,16 @@ import numpy as np
 from pydantic import Field
 
 from emoface.ablations.base import BASELINE, Ablation, Headline, WorkItem, predictions
+from emoface.ablations.report_spec import (
+    FIELD,
+    GROUPING,
+    OUTCOME,
+    Col,
+    ReportSpec,
+    View,
+    ci,
+    paired_decisions,
+)
 from emoface.config import ModelId, _Frozen, self_quantized_id
 
 if TYPE_CHECKING:
@@ -172,10 +182,39 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
 
 
 def figures(result: AblationResult, folder: Path) -> list[Path]:
-    from emoface.analysis.figures import paired_differences_figure
+    import polars as pl
 
-    return [paired_differences_figure(result, "A4: FP16 minus 4-bit",
-                                      folder / "paired_differences.png")]
+    from emoface.analysis.figures import errorbars, new_figure, paired_differences_figure, save
+
+    paired = result.tables["paired"].select("model_id", "metric", "difference", "diff_low",
+                                            "diff_high")
+    out = [paired_differences_figure(result, "A4: FP16 minus 4-bit",
+                                     folder / "paired_differences.png", table=paired)]
+    d = result.tables["main"].filter(pl.col("field") == "arousal")
+    fig, (ax,) = new_figure("A4: share of within-category arousal variance restored at FP16 "
+                            "(bootstrap CIs; band: the plan's 20-30 %)", result.simulated,
+                            width=6.2)
+    ax.axhspan(100 * PLAN_RANGE[0], 100 * PLAN_RANGE[1], color="grey", alpha=.2)
+    labels = [f"{m}\n{g}" for m, g in zip(d["model_id"], d["grouping"], strict=True)]
+    errorbars(ax, labels, 100 * d["restored"], 100 * d["restored_low"],
+              100 * d["restored_high"], rotation=20)
+    ax.set_ylabel("variance restored (%)")
+    out.append(save(fig, folder / "variance_restored.png"))
+    return out
+
+
+REPORT = ReportSpec(
+    "Does 4-bit quantization remove within-category variance?",
+    paired_decisions("main", "share of within-category variance of arousal restored at FP16",
+                     "restored", "restored_low", "restored_high", percent=True, field="arousal",
+                     grouping="intended"),
+    "contrasts", (View("main", (
+        Col("contrast", "model_id", kind="text"), FIELD, GROUPING,
+        Col("within-category variance, 4-bit", "wcv_q4"),
+        Col("within-category variance, FP16", "wcv_fp16"),
+        ci("share restored [CI]", "restored", "restored_low", "restored_high", "pct"),
+        Col("p", "p"), Col("p (Holm)", "p_holm"), OUTCOME,
+        Col("CI vs the plan's 20-30 %", "plan_range", kind="text"))),))
 
 
 ABLATION = Ablation(
@@ -185,5 +224,5 @@ ABLATION = Ablation(
     hypothesis="4-bit quantization removes part of the within-category variance.",
     interpretation="Expected a little more variance at FP16 (an estimated 20-30 % restored).",
     planned_hours=3.0, needs="Gemma3-4B in FP16 and 4-bit, T = 0",
-    work=work, analysis=analysis, figures=figures, params=A4Params,
+    work=work, analysis=analysis, figures=figures, params=A4Params, report=REPORT,
 )

@@ -25,6 +25,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from emoface.ablations.base import Ablation, Headline, baseline_only
+from emoface.ablations.report_spec import (
+    FIELD,
+    GROUPING,
+    MODEL,
+    OUTCOME,
+    Col,
+    Decision,
+    Estimate,
+    ReportSpec,
+    View,
+    ci,
+    num,
+    rows,
+)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -211,25 +225,74 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
 
 def figures(result: AblationResult, folder: Path) -> list[Path]:
     import polars as pl
+    from scipy import stats
 
-    from emoface.analysis.figures import new_figure, save
+    from emoface.analysis.figures import errorbars, new_figure, save
 
-    d = result.plots["entropy_by_category"].filter(pl.col("field") == "arousal")
-    models = d["model_id"].unique(maintain_order=True).to_list()
-    cats = sorted(d["category"].unique().to_list())
-    fig, (ax,) = new_figure("A5: entropy of the arousal digit distribution by category",
-                            result.simulated)
+    tests = result.tables["main"].filter((pl.col("field") == "arousal")
+                                         & (pl.col("grouping") == "intended"))
+    fig, axes = new_figure("A5: arousal digit distributions, decision estimates and entropy "
+                           "(95 % CIs)", result.simulated, 2, width=5.6)
+    for i, (key, what) in enumerate((("r_within_cell", "(a) r(E, human) in (category, answer) "
+                                      "cells"), ("diff_r", "(b) r(E, human) - r(answer, human)"))):
+        lo, hi = ("r_within_cell_low", "r_within_cell_high") if key == "r_within_cell" \
+            else ("diff_low", "diff_high")
+        errorbars(axes[0], tests["model_id"], tests[key], tests[lo], tests[hi], color=f"C{i}",
+                  offset=0.12 * (2 * i - 1), label=what, rotation=15)
+    axes[0].set(ylabel="correlation (within category)", title="decision estimates (Holm in the "
+                "table)")
+    axes[0].legend(fontsize=6)
+    # entropy per category: mean with the t interval over the images that entered
+    steps = result.tables["per_image"].filter((pl.col("field") == "arousal") & pl.col("enters"))
+    cats = sorted(steps["intended"].unique().to_list())
+    models = steps["model_id"].unique(maintain_order=True).to_list()
     width = 0.8 / max(len(models), 1)
+    alpha = 0.05
     for i, model in enumerate(models):
-        sub = {r["category"]: r["mean_entropy_nats"]
-               for r in d.filter(pl.col("model_id") == model).iter_rows(named=True)}
-        ax.bar(np.arange(len(cats)) + i * width, [sub.get(c, np.nan) for c in cats], width,
-               label=model)
-    ax.axhline(np.log(9), color="grey", ls="--", lw=.8, label="uniform (ln 9)")
-    ax.set_xticks(np.arange(len(cats)) + width * (len(models) - 1) / 2, cats, fontsize=7)
-    ax.set_ylabel("mean entropy (nats)")
-    ax.legend(fontsize=7)
+        v, lo, hi = [], [], []
+        for c in cats:
+            e = steps.filter((pl.col("model_id") == model) & (pl.col("intended") == c))[
+                "entropy"].to_numpy().astype(float)
+            mean = float(e.mean()) if e.size else np.nan
+            half = (stats.t.ppf(1 - alpha / 2, e.size - 1) * e.std(ddof=1) / np.sqrt(e.size)
+                    if e.size > 1 else np.nan)
+            v.append(mean)
+            lo.append(mean - half)
+            hi.append(mean + half)
+        x = np.arange(len(cats)) + i * width - 0.4 + width / 2
+        axes[1].bar(x, v, width, label=model, color=f"C{i}", alpha=.8)
+        v, lo, hi = (np.asarray(a, float) for a in (v, lo, hi))
+        axes[1].errorbar(x, v, yerr=[np.nan_to_num(v - lo), np.nan_to_num(hi - v)], fmt="none",
+                         color="black", capsize=2, lw=.8)
+    axes[1].axhline(np.log(9), color="grey", ls="--", lw=.8, label="uniform (ln 9)")
+    axes[1].set_xticks(np.arange(len(cats)), cats, fontsize=7)
+    axes[1].set(ylabel="mean entropy (nats)", title="entropy by intended emotion (t CIs)")
+    axes[1].legend(fontsize=6)
+    for ax in axes:
+        ax.title.set_fontsize(8)
     return [save(fig, folder / "entropy_by_category.png")]
+
+
+def decisions(tables, metrics: dict, alpha: float) -> list[Decision]:
+    """Per model (arousal, intended emotion): tests (a) and (b), both Holm-adjusted."""
+    return [Decision(
+        r["model_id"], "(a) r(E, human) inside (category, answer) cells; (b) within-category "
+        "r(E, human) − r(answer, human); arousal",
+        [Estimate("(a)", r["r_within_cell"], r["r_within_cell_low"], r["r_within_cell_high"]),
+         Estimate("(b)", r["diff_r"], r["diff_low"], r["diff_high"])],
+        [("(a)", num(r["p_a_holm"])), ("(b)", num(r["p_b_holm"]))], r["outcome"] or "cannot_tell")
+        for r in rows(tables("main"), field="arousal", grouping="intended")]
+
+
+REPORT = ReportSpec(
+    "Does the digit distribution hold within-category information the answer hides?",
+    decisions, "models", (View("main", (
+        MODEL, FIELD, GROUPING, Col("n", "n"), Col("unusable ratings", "n_unusable_rating"),
+        Col("below digit mass", "n_flagged"), Col("mean entropy (nats)", "mean_entropy_nats"),
+        ci("(a) r in cells [CI]", "r_within_cell", "r_within_cell_low", "r_within_cell_high"),
+        Col("(a) p (Holm)", "p_a_holm"),
+        ci("(b) r(E) − r(answer) [CI]", "diff_r", "diff_low", "diff_high"),
+        Col("(b) p (Holm)", "p_b_holm"), OUTCOME)),))
 
 
 ABLATION = Ablation(
@@ -243,5 +306,5 @@ ABLATION = Ablation(
     interpretation="Entropy > 0 and expected ratings varying within a category => collapse is an "
                    "output-level effect.",
     planned_hours=1.0, needs="analysis of the baseline logits",
-    work=baseline_only, analysis=analysis, figures=figures,
+    work=baseline_only, analysis=analysis, figures=figures, report=REPORT,
 )

@@ -10,6 +10,17 @@ import numpy as np
 from pydantic import field_validator
 
 from emoface.ablations.base import BASELINE, Ablation, Headline, WorkItem, baseline_items, predictions
+from emoface.ablations.report_spec import (
+    MODEL,
+    Col,
+    Decision,
+    Estimate,
+    ReportSpec,
+    View,
+    ci,
+    num,
+    rows,
+)
 from emoface.config import ModelId, _Frozen, _no_duplicates
 
 if TYPE_CHECKING:
@@ -202,18 +213,36 @@ def _signal_row(ctx: AnalysisContext, model: str, df, x: np.ndarray, g: str, w: 
 
 
 def figures(result: AblationResult, folder: Path) -> list[Path]:
-    from emoface.analysis.figures import new_figure, save
+    from emoface.analysis.figures import errorbars, new_figure, save
 
-    d = result.plots["models"]
-    fig, axes = new_figure("A6: kappa and collapse across models", result.simulated, 2)
-    axes[0].bar(range(d.height), d["kappa"])
-    axes[0].set_xticks(range(d.height), d["model_id"], rotation=30, ha="right", fontsize=7)
+    d = result.tables["main"]
+    fig, axes = new_figure("A6: kappa and collapse across models (95 % CIs)", result.simulated, 2)
+    errorbars(axes[0], d["model_id"], d["kappa"], d["kappa_low"], d["kappa_high"], zero=None)
     axes[0].set_ylabel("Cohen's kappa")
-    axes[1].bar(range(d.height), d["arousal_sd_ratio_human"])
-    axes[1].axhline(1, color="grey", ls="--", lw=.8)
-    axes[1].set_xticks(range(d.height), d["model_id"], rotation=30, ha="right", fontsize=7)
-    axes[1].set_ylabel("within-category SD / one human rater's (arousal)")
+    errorbars(axes[1], d["model_id"], d["arousal_sd_ratio_human"], d["arousal_sd_ratio_low"],
+              d["arousal_sd_ratio_high"], zero=1.0)
+    axes[1].set_ylabel("within-category SD / one human rater's (arousal; 1 = as varied)")
     return [save(fig, folder / "models.png")]
+
+
+def decisions(tables, metrics: dict, alpha: float) -> list[Decision]:
+    """Per model (intended emotion): the ratio of its within-category SD to the humans'."""
+    return [Decision(
+        r["model_id"], "within-category SD of arousal / the humans' (1 = as varied as humans)",
+        [Estimate("", r["ratio"], r["ratio_low"], r["ratio_high"])], [("", num(r["p_holm"]))],
+        "collapsed (ratio < 1)" if r["collapsed"] else "wider (ratio > 1)" if r["wider"]
+        else "cannot_tell")
+        for r in rows(tables("sd_ratios"), grouping="intended")]
+
+
+REPORT = ReportSpec(
+    "Does the collapse of within-category variance generalise beyond two models?",
+    decisions, None,  # its rule counts models (N >= 4, every ratio below 1)
+    (View("main", (
+        MODEL, Col("accuracy", "accuracy"), ci("κ [CI]", "kappa", "kappa_low", "kappa_high"),
+        Col("arousal SD within category", "arousal_within_category_sd"),
+        ci("ratio to humans [CI]", "arousal_sd_ratio_human", "arousal_sd_ratio_low",
+           "arousal_sd_ratio_high"), Col("p (Holm)", "arousal_sd_ratio_p_holm"))),))
 
 
 ABLATION = Ablation(
@@ -224,5 +253,5 @@ ABLATION = Ablation(
     hypothesis="The findings generalise beyond two models.",
     interpretation="The same pattern (kappa, collapse) across N >= 4 models => it generalises.",
     planned_hours=4.0, needs="baseline protocol on the extra models",
-    work=work, analysis=analysis, figures=figures, params=A6Params,
+    work=work, analysis=analysis, figures=figures, params=A6Params, report=REPORT,
 )

@@ -9,6 +9,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from emoface.ablations.base import BASELINE, Ablation, Headline, WorkItem, baseline_items, predictions
+from emoface.ablations.report_spec import (
+    MODEL,
+    OUTCOME,
+    Col,
+    ReportSpec,
+    View,
+    ci,
+    paired_decisions,
+)
 
 if TYPE_CHECKING:
     from emoface.analysis.common import AblationResult
@@ -101,6 +110,21 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
     return [save(fig, folder / "ai_vs_real.png")]
 
 
+REPORT = ReportSpec(
+    "Does agreement differ between AI-generated and real faces (out of distribution)?",
+    paired_decisions("kappa_difference", "kappa on AI − real faces", "difference", "diff_low",
+                     "diff_high"),
+    "models", (
+        View("kappa_difference", (
+            MODEL, Col("κ AI faces", "kappa_ai"), Col("κ real faces", "kappa_real"),
+            ci("difference [CI]", "difference", "diff_low", "diff_high"), Col("p", "p"),
+            Col("p (Holm)", "p_holm"), OUTCOME), "κ on AI minus real faces"),
+        View("main", (MODEL, Col("faces", "faces", kind="text"), Col("n", "n"),
+                      Col("accuracy", "accuracy"),
+                      ci("κ [CI]", "kappa", "kappa_boot_low", "kappa_boot_high")),
+             "Agreement by stimulus set")))
+
+
 ABLATION = Ablation(
     id="A7", name="real faces", priority=3, tiers=("complete", "extended"), paper_section="OOD",
     headline=Headline("kappa_difference", "difference", "diff_low", "diff_high", "p_holm"),  # DVC metrics
@@ -108,5 +132,5 @@ ABLATION = Ablation(
     interpretation="Metrics that differ between AI and real faces => an out-of-distribution "
                    "effect.",
     planned_hours=6.0, needs="baseline protocol on a real-face set, VLMs + FER",
-    work=work, analysis=analysis, figures=figures,
+    work=work, analysis=analysis, figures=figures, report=REPORT,
 )

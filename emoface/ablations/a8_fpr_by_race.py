@@ -21,12 +21,25 @@ Per model (docs/analysis-plan.md, A8):
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from emoface.ablations.base import Ablation, Headline, baseline_only
+from emoface.ablations.report_spec import (
+    FIELD,
+    MODEL,
+    OUTCOME,
+    Col,
+    Decision,
+    Estimate,
+    ReportSpec,
+    View,
+    ci,
+    num,
+)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -324,6 +337,45 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
     return [save(fig, folder / "fpr_by_race.png")]
 
 
+_TERM = re.compile(r"\[T\.([^\]]+)\]")
+_REF = re.compile(r"reference='([^']+)'")
+
+
+def decisions(tables, metrics: dict, alpha: float) -> list[Decision]:
+    """Per model: the identity-clustered odds ratio of the race term, Holm over models."""
+    out = []
+    for r in tables("tests").to_dicts():
+        term, ref = _TERM.search(r["term"] or ""), _REF.search(r["term"] or "")
+        vs = f"{term.group(1)} vs {ref.group(1)}" if term and ref else "race"
+        out.append(Decision(
+            r["model_id"], f"odds ratio of 'angry' on non-angry faces, {vs} (identity-clustered)",
+            [Estimate("", r["odds_ratio"], r["or_low"], r["or_high"])], [("", num(r["p_holm"]))],
+            r["outcome"] or "cannot_tell"))
+    return out
+
+
+REPORT = ReportSpec(
+    "Is 'angry' over-attributed to one race among faces that are not angry?", decisions,
+    "models", (
+        View("tests", (
+            MODEL, Col("contrast", "contrast", kind="text"),
+            ci("FPR difference [CI] (Newcombe)", "fpr_diff", "fpr_diff_low", "fpr_diff_high"),
+            ci("odds ratio [CI]", "odds_ratio", "or_low", "or_high"), Col("p", "p"),
+            Col("p (Holm)", "p_holm"), Col("GEE odds ratio", "gee_odds_ratio"),
+            Col("GEE p", "gee_p"), OUTCOME), "Decision: identity-clustered logistic model"),
+        View("main", (MODEL, Col("race", "race", kind="text"),
+                      Col("labelled angry", "false_angry"), Col("non-angry faces", "n_not_angry"),
+                      Col("refused or unparseable", "n_refused_or_unparseable"),
+                      ci("FPR [CI]", "fpr", "fpr_low", "fpr_high"),
+                      Col("FPR, refusals as not angry", "fpr_incl_refusals"),
+                      Col("TPR on angry faces", "tpr_angry")), "False-positive rate by race"),
+        View("mixed_models", (MODEL, FIELD, Col("race χ² (joint)", "race_joint_wald_chi2"),
+                              Col("df", "race_joint_df", kind="int"), Col("p", "race_joint_p"),
+                              Col("race × emotion p", "race_x_emotion_p"),
+                              Col("converged", "converged")),
+             "Ratings by race: linear mixed models")))
+
+
 ABLATION = Ablation(
     id="A8", name="FPR by race", priority=3, tiers=("minimal", "complete", "extended"),
     paper_section="Section 4.5",
@@ -331,5 +383,5 @@ ABLATION = Ablation(
     hypothesis="Angry is over-attributed to one race group among faces that are not angry.",
     interpretation="FPR(Black) > FPR(Korean) => real over-attribution, not an accuracy gap.",
     planned_hours=0.5, needs="analysis of the baseline predictions",
-    work=baseline_only, analysis=analysis, figures=figures,
+    work=baseline_only, analysis=analysis, figures=figures, report=REPORT,
 )

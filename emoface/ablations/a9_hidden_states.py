@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from emoface.ablations.base import Ablation, Headline, WorkItem
+from emoface.ablations.report_spec import Col, Decision, Estimate, ReportSpec, View, num
 from emoface.config import ModelId, _Frozen
 
 if TYPE_CHECKING:
@@ -215,19 +216,50 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 
     from emoface.analysis.figures import new_figure, save
 
-    d = result.plots["cka_rsa_by_layer"]
-    fig, (ax,) = new_figure("A9: hidden states vs human ratings by layer", result.simulated)
-    for i, pool in enumerate(("image_pool", "last_token")):
-        sub = d.filter(pl.col("pooling") == pool).sort("layer")
-        ax.plot(sub["layer"], sub["debiased_cka"], marker="o", color=f"C{i}",
-                label=f"debiased CKA ({pool})")
-        ax.plot(sub["layer"], sub["within_category_debiased_cka"], ls="--", color=f"C{i}",
-                label=f"within-category CKA ({pool})")
+    d = result.tables["main"]
+    fig, axes = new_figure("A9: hidden states vs human ratings by layer (grey: family-wise 95 % "
+                           "permutation null)", result.simulated, 3, width=4.2)
+    for ax, (key, null, what) in zip(axes[:2], (
+            ("debiased_cka", "debiased_cka_null95_fwe", "debiased CKA"),
+            ("within_category_debiased_cka", "within_category_null95_fwe",
+             "within-category debiased CKA")), strict=True):
+        for i, pool in enumerate(("image_pool", "last_token")):
+            sub = d.filter(pl.col("pooling") == pool).sort("layer")
+            ax.plot(sub["layer"], sub[key], marker="o", color=f"C{i}", label=pool)
+        ax.axhline(float(d[null][0]), color="grey", ls="--", lw=1, label="null, 95 % (FWE)")
+        ax.set(xlabel="decoder layer", ylabel=what, title=what)
+        ax.legend(fontsize=6)
     sub = d.filter(pl.col("pooling") == "image_pool").sort("layer")
-    ax.plot(sub["layer"], sub["rsa_spearman"], marker="s", color="C2", label="RSA (Spearman)")
-    ax.set(xlabel="decoder layer", ylabel="similarity to human ratings")
-    ax.legend(fontsize=6)
+    axes[2].plot(sub["layer"], sub["rsa_spearman"], marker="s", color="C2", label="image_pool")
+    axes[2].axhline(0, color="grey", lw=.8)
+    axes[2].set(xlabel="decoder layer", ylabel="Spearman r of the RDMs", title="RSA")
+    axes[2].legend(fontsize=6)
+    for ax in axes:
+        ax.title.set_fontsize(8)
     return [save(fig, folder / "cka_rsa_by_layer.png")]
+
+
+def decisions(tables, metrics: dict, alpha: float) -> list[Decision]:
+    """The best layer's within-category debiased CKA, with both family-wise ps."""
+    best = tables("main").sort("within_category_debiased_cka", descending=True).row(0, named=True)
+    return [Decision(
+        f"{metrics.get('model', '')}, layer {best['layer']} ({best['pooling']})",
+        "within-category debiased CKA with the human ratings (best layer); p family-wise over "
+        "layers x poolings (max-statistic permutation)",
+        [Estimate("", best["within_category_debiased_cka"])],
+        [("within", num(best["within_category_p"])), ("global", num(best["debiased_cka_p"]))],
+        metrics["outcome"])]
+
+
+REPORT = ReportSpec(
+    "Do hidden states hold within-category information about human ratings?", decisions, None,
+    (View("main", (
+        Col("layer", "layer", kind="int"), Col("pooling", "pooling", kind="text"),
+        Col("linear CKA", "linear_cka"), Col("debiased CKA", "debiased_cka"),
+        Col("p (FWE)", "debiased_cka_p"),
+        Col("within-category CKA", "within_category_debiased_cka"),
+        Col("p (FWE)", "within_category_p"), Col("RSA Spearman", "rsa_spearman"),
+        Col("RSA ρ-a", "rsa_rho_a"), Col("RSA p (FWE)", "rsa_p"))),))
 
 
 ABLATION = Ablation(
@@ -238,5 +270,5 @@ ABLATION = Ablation(
     interpretation="CKA/RSA with the human ratings above the permutation null, within categories "
                    "=> information in the representation, not in the output.",
     planned_hours=4.0, needs="hidden states of Gemma3 per layer",
-    work=work, analysis=analysis, figures=figures, params=A9Params,
+    work=work, analysis=analysis, figures=figures, params=A9Params, report=REPORT,
 )

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
 
+from emoface.ablations.report_spec import ReportSpec
 from emoface.inference.conditions import Condition
 from emoface.prompts import calls_per_stimulus
 
@@ -86,7 +87,8 @@ class Ablation:
     ``work(params, models)`` returns every work item the analysis reads, its baseline
     dependency included; ``analysis(ctx)`` returns an ``AblationResult``; ``figures(result,
     folder)`` writes PNGs and returns their paths; ``params`` is the pydantic model of the
-    ``ablations.<id>`` section of params.yaml (None: the ablation has no parameters).
+    ``ablations.<id>`` section of params.yaml (None: the ablation has no parameters);
+    ``report`` its summary question, decision rows and section tables.
     """
 
     id: str
@@ -103,6 +105,9 @@ class Ablation:
     figures: FiguresFn
     params: type[BaseModel] | None = None
     headline: Headline | None = None  # its DVC metrics row (None: outcome only)
+    # its place in the report: the summary's question and decision rows, the section's tables
+    # (emoface/ablations/report_spec.py); None: the report shows every column of main.csv
+    report: ReportSpec | None = None
 
 
 def baseline_items(params: Params, models: Sequence[str]) -> list[WorkItem]:

@@ -1,23 +1,52 @@
-"""Writing results to ``data/results/<ID>/`` and the report ``data/results/report.md``.
+"""Writing results to ``data/results/<ID>/`` and the report ``data/results/report.md`` with
+``report.html`` beside it.
 
 Per ablation: ``tables/*.csv`` (``main.csv`` first), ``metrics.json`` (DVC metrics, with the
-verdict), ``plots/*.csv`` (DVC plots) and ``figures/*.png``. Every file that holds numbers from
-simulated data carries ``"simulated": true``, a SIMULATED banner or title.
+verdict), ``plots/*.csv`` (DVC plots) and ``figures/*.png`` with an ``.svg`` beside each. Every
+file that holds numbers from simulated data carries ``"simulated": true``, a SIMULATED banner or
+title.
+
+The report opens with one summary table (:mod:`emoface.analysis.summary`: per ablation and unit
+the decision estimate, its CI, the adjusted p and the outcome); sections follow in the plan's
+numbering after the baseline, each with the columns a reader needs (``Ablation.report.views``), every row or
+"first N of M rows" and the path of the full table. report.html is the same document in one file
+(figures embedded, tables sortable by a click on a header; no network).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
 from emoface import __version__
-from emoface.ablations import EXECUTION_ORDER, REGISTRY
+from emoface.ablations import REGISTRY, known_ids
+from emoface.ablations.report_spec import MODEL, Col, View, ci
 from emoface.analysis.ablations import AblationResult
+from emoface.analysis.document import (
+    DASH,
+    Block,
+    Bullets,
+    Cell,
+    Document,
+    Figure,
+    Heading,
+    Para,
+    Table,
+    fmt_ci,
+    fmt_num,
+    fmt_p,
+    paper_numbers,
+    rows_note,
+    to_html,
+    to_markdown,
+)
 from emoface.analysis.figures import figures_for
+from emoface.analysis.summary import Summary, finite, summarise, words
 from emoface.io import atomic_path, sha256_file, write_csv
 from emoface.parsing import PARSER_VERSION
 from emoface.prompts import PROMPT_VERSION
@@ -29,13 +58,6 @@ BANNER = ("> **SIMULATED DATA.** These numbers come from the simulated rater "
 
 # the analysis plan, relative to data/results/report.md
 PLAN = "../../docs/analysis-plan.md"
-
-
-def _outcome_words(outcome: str) -> str:
-    if outcome == "definition_sensitive":
-        return ("definition-sensitive (the within-category groupings disagree; see the verdict "
-                "line and the plan's sensitivity analyses)")
-    return outcome.replace("_", " ")
 
 
 def _json_safe(obj):
@@ -71,92 +93,258 @@ def write_result(result: AblationResult, root: Path) -> Path:
     return folder
 
 
-def _markdown(table: pl.DataFrame, max_rows: int = 12) -> str:
-    pdf = table.head(max_rows).to_pandas()
-    return pdf.to_markdown(index=False, floatfmt=".3f")
+def _provenance(metrics: Sequence[dict], data_files: Sequence[Path]) -> list[Block]:
+    from emoface.provenance import code_label, numerical_versions
 
-
-def _provenance(metrics: Sequence[dict], data_files: Sequence[Path]) -> str:
     models: dict[str, dict] = {}
     for m in metrics:
         for row in m.get("provenance", {}).get("models", []):
             models[row["model_id"]] = row
-    lines = ["## Provenance", "",
-             f"- code: emoface {__version__}; parser {PARSER_VERSION}; prompts "
-             + ", ".join(f"{k} = {v}" for k, v in PROMPT_VERSION.items()),
-             *_code_provenance(), "- models:"]
-    for m in models.values():
-        lines.append(f"  - `{m['model_id']}` ({m['backend']}, {m['backend_version']}, "
-                     f"quantization {m['quantization']}, digest `{m['model_digest'][:23]}...`"
-                     f"{', simulated' if m['simulated'] else ''})")
-    lines.append("- data (sha256):")
-    for f in data_files:
-        if f.exists():
-            lines.append(f"  - `{f.as_posix()}`: `{sha256_file(f)[:16]}...`")
-    return "\n".join(lines)
-
-
-def _code_provenance() -> list[str]:
-    """The code that wrote the report (git commit, uncommitted changes) and the resolved versions
-    of the numerical packages; every prediction row carries its own commit too."""
-    from emoface.provenance import code_label, numerical_versions
-
     versions = ", ".join(f"{k} {v}" for k, v in numerical_versions().items())
-    return [f"- report written by: {code_label()}", f"- numerical packages: {versions}"]
+    blocks: list[Block] = [
+        Heading(2, "Provenance", "provenance"),
+        Bullets([f"code: emoface {__version__}; parser {PARSER_VERSION}; prompts "
+                 + ", ".join(f"{k} = {v}" for k, v in PROMPT_VERSION.items()),
+                 f"report written by: {code_label()}", f"numerical packages: {versions}"])]
+    if models:
+        blocks.append(Table(
+            ["model", "backend", "backend version", "quantization", "digest", "simulated"],
+            [[Cell(f"`{m['model_id']}`"), Cell(m["backend"]), Cell(str(m["backend_version"])),
+              Cell(str(m["quantization"])), Cell(f"`{str(m['model_digest'])[:23]}...`"),
+              Cell("yes" if m["simulated"] else "no")] for m in models.values()]))
+    files = [f for f in data_files if f.exists()]
+    if files:
+        blocks.append(Table(["data file", "sha256"],
+                            [[Cell(f"`{f.as_posix()}`"), Cell(f"`{sha256_file(f)[:16]}...`")]
+                             for f in files]))
+    return blocks
 
 
-def _read(root: Path, aid: str) -> tuple[dict, pl.DataFrame]:
-    folder = root / aid
-    metrics = json.loads((folder / "metrics.json").read_text())
-    return metrics, pl.read_csv(folder / "tables" / "main.csv")
+# --- the report's tables: only the columns a reader needs (every column stays in the CSVs) ---
+
+MAX_ROWS = 40  # longer tables show their first rows and say where the full table is
+
+BASELINE_VIEWS = (View("main", (
+    MODEL, Col("n", "n"), Col("accuracy", "accuracy"),
+    ci("κ [CI]", "kappa", "kappa_low", "kappa_high"), Col("κ, 7 columns", "kappa7"),
+    Col("answers outside the set", "n_excluded"),
+    ci("valence r [CI]", "valence_r", "valence_r_low", "valence_r_high"),
+    ci("arousal r [CI]", "arousal_r", "arousal_r_low", "arousal_r_high"),
+    Col("valence MAE", "valence_mae"), Col("arousal MAE", "arousal_mae"),
+    Col("arousal SD within category", "arousal_within_category_sd"),
+    Col("one human rater, same images", "arousal_human_rater_within_category_sd"),
+    Col("human means, same images", "arousal_human_within_category_sd"))),)
 
 
-def write_report(root: Path, ablation_ids: Sequence[str], data_files: Sequence[Path]) -> Path:
-    """The report from the written results, in the plan's execution order, each section tied to
-    its paper section; the baseline first."""
-    found = {aid: _read(root, aid) for aid in ["baseline", *ablation_ids]
+def _signal_words(m: dict) -> str:
+    """Where an ablation has a signal rule beside the plan's SD rule (A2, A3, A4, A6): both."""
+    sig = m.get("signal")
+    if not (isinstance(sig, dict) and "both_rules" in sig):
+        return ""
+    return (f" (plan's SD rule); signal: {words(sig['outcome'])}; both rules: "
+            f"{words(sig['both_rules'])}")
+
+
+def _views(aid: str) -> tuple[View, ...]:
+    if aid == "baseline":
+        return BASELINE_VIEWS
+    spec = REGISTRY[aid].report if aid in REGISTRY else None
+    return (spec.views if spec and spec.views else ()) or (View("main"),)
+
+
+_P_COLUMN = re.compile(r"(^|_)p(_|$)")
+
+
+def _kind(col: Col, dtype: pl.DataType) -> str:
+    if col.kind != "auto":
+        return col.kind
+    if _P_COLUMN.search(col.col):
+        return "p"
+    if dtype.is_integer():
+        return "int"
+    if dtype == pl.Boolean:
+        return "bool"
+    return "num" if dtype.is_numeric() else "text"
+
+
+def _value(x):
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+
+
+def format_cell(col: Col, row: dict, dtype: pl.DataType) -> Cell:
+    """One cell as a paper prints it, with the number the HTML table sorts it by."""
+    kind = _kind(col, dtype)
+    v = _value(row.get(col.col))
+    if kind == "p":
+        return Cell(fmt_p(v), v)
+    if kind == "outcome":
+        return Cell(words(v) if v else DASH)
+    if kind == "text":
+        return Cell(DASH if v is None else str(v))
+    if kind == "bool":
+        return Cell(DASH if v is None else ("yes" if v else "no"))
+    if kind == "int" or (kind == "num" and v is not None and float(v).is_integer()
+                         and (col.col == "n" or col.col.startswith("n_"))):
+        return Cell(DASH if v is None else str(int(v)), v)
+    if col.low or col.high:
+        lo, hi = _value(row.get(col.low)), _value(row.get(col.high))
+        if kind == "pct":
+            return Cell(fmt_ci(v, lo, hi, 1, 100, " %"), v)
+        return Cell(fmt_ci(v, lo, hi), v)
+    if kind == "pct":
+        return Cell(fmt_ci(v, None, None, 1, 100, " %"), v)
+    return Cell(fmt_num(v), v)
+
+
+def view_table(df: pl.DataFrame, view: View, path: str) -> Table | None:
+    """The rows and columns ``view`` asks for; columns the table lacks are left out, a table
+    longer than :data:`MAX_ROWS` says so and where the full one is."""
+    for k, v in view.where:
+        if k in df.columns:
+            df = df.filter(pl.col(k) == v)
+    cols = [c for c in view.cols if c.col in df.columns]
+    if not cols:
+        return None
+    shown = df.head(MAX_ROWS)
+    rows = [[format_cell(c, r, df.schema[c.col]) for c in cols]
+            for r in shown.iter_rows(named=True)]
+    return Table([c.header for c in cols], rows, rows_note(shown.height, df.height, path))
+
+
+# --- the report -----------------------------------------------------------------------------
+
+def _read(root: Path, aid: str) -> dict:
+    return json.loads((root / aid / "metrics.json").read_text())
+
+
+def _figures(root: Path, aid: str, m: dict) -> list[Block]:
+    out: list[Block] = []
+    for name in m.get("figures", []):
+        png = root / aid / "figures" / name
+        if not png.exists():
+            continue
+        svg = png.with_suffix(".svg")
+        out.append(Figure(png, f"{aid}/figures/{name}",
+                          f"{aid}/figures/{svg.name}" if svg.exists() else None,
+                          f"{aid}: {png.stem.replace('_', ' ')}"))
+    return out
+
+
+def _tables(root: Path, aid: str) -> list[Block]:
+    """The section's tables (``Ablation.report.views``; all of main.csv when none is declared) and
+    where every table is in full."""
+    folder = root / aid / "tables"
+    views = _views(aid)
+    out: list[Block] = []
+    for v in views:
+        path = folder / f"{v.table}.csv"
+        if not path.exists():
+            continue
+        try:
+            df = pl.read_csv(path, infer_schema_length=None)
+        except pl.exceptions.NoDataError:  # an empty table (e.g. A10 without repeats)
+            continue
+        if not v.cols:  # no view defined: every column
+            v = View(v.table, tuple(Col(c, c) for c in df.columns), v.title)
+        t = view_table(df, v, f"{aid}/tables/{v.table}.csv")
+        if t is None:
+            continue
+        if v.title:
+            out.append(Para(f"**{v.title}** (`{aid}/tables/{v.table}.csv`)"))
+        out.append(t)
+    csvs = sorted(folder.glob("*.csv")) if folder.is_dir() else []
+    if csvs:
+        out.append(Para("Every column and row: " + ", ".join(
+            f"`{aid}/tables/{p.name}`" for p in csvs) + "."))
+    return out
+
+
+def summary_table(summaries: Sequence[Summary], alpha: float) -> Table:
+    """One row per ablation and unit: the question, the decision estimate with its CI, the
+    adjusted p, the unit's outcome and the ablation's, a link to the section."""
+    level = f"{100 * (1 - alpha):g} %"
+    rows = []
+    for s in summaries:
+        link = f"[{s.ablation_id}](#{s.ablation_id.lower()})"
+        question = s.question
+        units = s.decisions or [None]
+        for i, d in enumerate(units):
+            first = i == 0
+            if d is None:
+                est, p, unit_out, unit = Cell(s.note or DASH), Cell(DASH), Cell(DASH), Cell(DASH)
+            else:
+                scale, digits, unit_sym = (100, 1, " %") if d.percent else (1, 3, "")
+                est = Cell("; ".join(
+                    (f"{e.label} " if e.label else "")
+                    + fmt_ci(e.value, e.low, e.high, digits, scale, unit_sym)
+                    for e in d.estimates), d.estimates[0].value if d.estimates else None)
+                ps = [(lab, v) for lab, v in d.ps]
+                p = Cell("; ".join((f"{lab} " if lab else "") + fmt_p(v) for lab, v in ps)
+                         if ps else "CI rule (no p)",
+                         min((v for _, v in ps if finite(v)), default=None))
+                unit_out, unit = Cell(words(d.outcome)), Cell(d.unit)
+            what = f"{question} *Estimate:* {d.estimand}." if d is not None else question
+            rows.append([Cell(link), Cell(what if first else ""), unit, est, p, unit_out,
+                         Cell(f"**{s.outcome}**" if first else "")])
+    return Table(["ablation", "question", "model or unit", f"estimate [{level} CI]",
+                  "p (Holm)", "outcome (unit)", "outcome (ablation)"], rows, css="summary")
+
+
+def write_report(root: Path, ablation_ids: Sequence[str], data_files: Sequence[Path], *,
+                 alpha: float = 0.05) -> Path:
+    """report.md and report.html from the written results: a summary table first, then the
+    baseline and the ablations in the plan's numbering (A1, A2, ...), each section tied to its
+    paper section, then the provenance. ``alpha``: the analysis's (params ``analysis.alpha``)."""
+    order = [a for a in known_ids() if a in ablation_ids]
+    order += [a for a in ablation_ids if a not in order]
+    found = {aid: _read(root, aid) for aid in ["baseline", *order]
              if (root / aid / "metrics.json").exists()}
-    simulated = any(m["simulated"] for m, _ in found.values())
-    parts = ["# VLM emotion-rating ablations: results", ""]
+    summaries = {aid: summarise(root / aid, alpha) for aid in order if aid in found}
+    simulated = any(m["simulated"] for m in found.values())
+    doc = Document("VLM emotion-rating ablations: results")
     if simulated:
-        parts += [BANNER, ""]
-    parts += ["Each section states the plan's hypothesis and interpretation rule, the measured "
-              "effect with its confidence interval, and which interpretation the data support.", ""]
+        doc.add(Para(BANNER))
+    doc.add(Heading(2, "Summary", "summary"),
+            Para("Per ablation and unit (model, contrast or layer): the estimate its decision "
+                 "rule reads, with its confidence interval; the p-value adjusted over the "
+                 "ablation's family (Holm; for hidden states family-wise over layers by the "
+                 "max-statistic permutation null; \"CI rule\": decided on the interval alone); "
+                 "the outcome for the unit and for the ablation. When the units reach opposite "
+                 "outcomes the ablation's outcome says they disagree. Definitions: "
+                 f"[analysis plan]({PLAN})."),
+            summary_table(list(summaries.values()), alpha))
     if "baseline" in found:
-        m, main = found["baseline"]
-        cols = [c for c in ["model_id", "accuracy", "kappa", "kappa_low", "kappa_high",
-                            "valence_r", "arousal_r", "valence_mae", "arousal_mae",
-                            "valence_within_category_sd", "arousal_within_category_sd",
-                            "arousal_human_rater_within_category_sd",
-                            "arousal_human_within_category_sd", "arousal_within_correct_sd",
-                            "arousal_within_label_sd", "kappa7"]
-                if c in main.columns]
-        parts += ["## Baseline (context-carry, T = 0)", "",
-                  f"Definitions: [analysis plan, baseline]({PLAN}#baseline).", "",
-                  m["verdict"], "",
-                  _markdown(main.select(cols)), "",
-                  *[f"![](baseline/figures/{f})" for f in m["figures"]], ""]
-    for aid in EXECUTION_ORDER:
+        m = found["baseline"]
+        doc.add(Heading(2, "Baseline (context-carry, T = 0)", "baseline"),
+                Bullets([f"**Definitions:** [analysis plan, baseline]({PLAN}#baseline)",
+                         *_data_line(m)]),
+                Para(paper_numbers(m["verdict"])), *_tables(root, "baseline"), *_figures(root, "baseline", m))
+    for aid in order:
         if aid not in found:
             continue
-        (m, main), a = found[aid], REGISTRY[aid]
-        parts += [f"## {aid}: {a.name} — paper: {a.paper_section}", "",
-                  f"- **Hypothesis:** {a.hypothesis}",
-                  f"- **Interpretation rule:** {a.interpretation}",
-                  f"- **Decision rule, family and sensitivity analyses:** "
-                  f"[analysis plan, {aid}]({PLAN}#{aid.lower()})"
-                  + (f" (multiplicity family: {m['family']}, Holm)" if m.get("family") else ""),
-                  f"- **Outcome:** {_outcome_words(m['outcome'])}"
-                  + (f" (plan's SD rule); signal: {_outcome_words(m['signal']['outcome'])}; both "
-                     f"rules: {_outcome_words(m['signal']['both_rules'])}"
-                     if isinstance(m.get("signal"), dict) and "both_rules" in m["signal"]
-                     else ""), "", m["verdict"], "",
-                  _markdown(main), "", *[f"![]({aid}/figures/{f})" for f in m["figures"]], ""]
+        m, a, s = found[aid], REGISTRY[aid], summaries[aid]
+        doc.add(Heading(2, f"{aid}: {a.name} — paper: {a.paper_section}", aid.lower()),
+                Bullets([f"**Question:** {s.question}",
+                         f"**Hypothesis:** {a.hypothesis}",
+                         f"**Interpretation rule:** {a.interpretation}",
+                         f"**Decision rule, family and sensitivity analyses:** "
+                         f"[analysis plan, {aid}]({PLAN}#{aid.lower()})"
+                         + (f" (multiplicity family: {m['family']}, Holm)"
+                            if m.get("family") else ""),
+                         f"**Outcome:** {s.outcome}" + _signal_words(m), *_data_line(m)]),
+                Para(paper_numbers(m["verdict"])), *_tables(root, aid), *_figures(root, aid, m))
     missing = [a for a in ablation_ids if a not in found]
     if missing:
-        parts += ["## Not run", "", "No results for: " + ", ".join(missing), ""]
-    parts += [_provenance([m for m, _ in found.values()], data_files), ""]
+        doc.add(Heading(2, "Not run", "not-run"), Para("No results for: " + ", ".join(missing)))
+    doc.add(*_provenance(list(found.values()), data_files))
     path = root / "report.md"
     with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(parts))
+        tmp.write_text(to_markdown(doc))
+    with atomic_path(root / "report.html") as tmp:
+        tmp.write_text(to_html(doc))
     return path
+
+
+def _data_line(m: dict) -> list[str]:
+    return (["**Data:** SIMULATED (the numbers describe the simulator, not a real model)"]
+            if m.get("simulated") else [])
