@@ -34,7 +34,11 @@ def joined_predictions_schema(emotions: Sequence[str]) -> pa.DataFrameSchema:
                       "valence_mean": pa.Column(float, pa.Check.in_range(1.0, 9.0),
                                                 nullable=True),
                       "arousal_mean": pa.Column(float, pa.Check.in_range(1.0, 9.0),
-                                                nullable=True)})
+                                                nullable=True),
+                      # the norms' rater SD and count (the single-rater human reference)
+                      "valence_sd": pa.Column(float, pa.Check.in_range(0.0, 4.0), nullable=True),
+                      "arousal_sd": pa.Column(float, pa.Check.in_range(0.0, 4.0), nullable=True),
+                      "n_raters": pa.Column(int, pa.Check.ge(1), nullable=True)})
 
     def one_row_per_stimulus(data: PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select(~pl.col("stimulus_id").is_duplicated())

@@ -47,7 +47,8 @@ class AnalysisContext:
 
     def design(self, name: str | None = None) -> pl.DataFrame:
         """Manifest (intended emotion, race, gender, identity) + norms (per-image mean, SD, rater
-        count) where the set has them."""
+        count) where the set has them (the columns of ``schemas.analysis.joined_predictions_schema``
+        beyond the predictions)."""
         s = self.stimuli(name)
         d = s.manifest.select("stimulus_id", pl.col("emotion").alias("intended"), "race",
                               "gender", "identity", "source")
