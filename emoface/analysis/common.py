@@ -79,6 +79,29 @@ def add_holm(rows: list[dict], p_key: str = "p", out_key: str = "p_holm") -> lis
     return rows
 
 
+# How many resamples a family needs (docs/analysis-plan.md, "Resampling resolution"): the
+# smallest p a resampling test can give, Holm-adjusted over the family, must be at most
+# alpha / RESOLUTION_MARGIN, so that a Holm-adjusted p below alpha is reachable with room to spare.
+RESOLUTION_MARGIN = 4
+
+
+def resamples_for_family(requested: int, family_size: int, alpha: float, *,
+                         floor_count: int = 2) -> int:
+    """Resamples (bootstrap B or permutations N) for a family of ``family_size`` tests: at least
+    ``requested``, and enough that the smallest reachable p, ``floor_count`` / (B + 1), times the
+    family size is <= alpha / RESOLUTION_MARGIN.
+
+    ``floor_count`` = 2 for a two-sided bootstrap p (each tail is floored at 1 / (B + 1),
+    emoface.analysis.stats.bc_pvalue), 1 for a Monte Carlo permutation p,
+    (b + 1) / (N + 1). Holm multiplies the smallest p by the family size, so with B too small no
+    member can ever be significant (13 models at B = 500: 13 x 2 / 501 = 0.052 > 0.05)."""
+    import math
+
+    # (rounded first: 4 * 2 * 2 / 0.05 is 320.00000000000006 in floating point)
+    need = math.ceil(round(RESOLUTION_MARGIN * max(1, family_size) * floor_count / alpha, 9)) - 1
+    return max(int(requested), need)
+
+
 def fmt(x: float | None, d: int = 2) -> str:
     """A number for a verdict line; "nan" when missing."""
     return "nan" if x is None or not np.isfinite(x) else f"{x:.{d}f}"

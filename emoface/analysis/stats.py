@@ -213,6 +213,82 @@ def permutation_p(observed: float, null: np.ndarray) -> float:
     return float((np.sum(null >= observed) + 1) / (null.size + 1))
 
 
+# --- label permutations within strata (A8: race across identities within gender) -----------
+
+
+def _multiset_arrangements(labels: np.ndarray) -> list[np.ndarray]:
+    """Every distinct ordering of the multiset ``labels`` (small inputs only)."""
+    from itertools import combinations
+
+    values, counts = np.unique(labels, return_counts=True)
+
+    def place(free: tuple[int, ...], j: int) -> list[dict[int, object]]:
+        if j == len(values):
+            return [{}]
+        out = []
+        for chosen in combinations(free, int(counts[j])):
+            rest = tuple(i for i in free if i not in chosen)
+            for tail in place(rest, j + 1):
+                out.append({**dict.fromkeys(chosen, values[j]), **tail})
+        return out
+
+    return [np.array([a[i] for i in range(labels.size)], dtype=labels.dtype)
+            for a in place(tuple(range(labels.size)), 0)]
+
+
+def n_stratified_arrangements(labels: np.ndarray, strata: np.ndarray) -> int:
+    """How many distinct label vectors permuting ``labels`` within ``strata`` gives
+    (the product over strata of the multinomial coefficients)."""
+    from math import factorial, prod
+
+    total = 1
+    for s in np.unique(strata):
+        _, counts = np.unique(labels[strata == s], return_counts=True)
+        total *= factorial(int(counts.sum())) // prod(factorial(int(c)) for c in counts)
+    return total
+
+
+def stratified_permutations(labels: np.ndarray, strata: np.ndarray, n_perm: int,
+                            rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """Label vectors with ``labels`` permuted within each stratum: (rows, exact).
+
+    When the strata allow at most ``n_perm`` distinct arrangements, every one of them is returned
+    once (the observed one included) and ``exact`` is True: the permutation p is then the exact
+    share (:func:`permutation_p_two_sided`). Otherwise ``n_perm`` independent random
+    arrangements (Monte Carlo; ``exact`` False)."""
+    from itertools import product
+
+    labels, strata = np.asarray(labels), np.asarray(strata)
+    groups = [np.flatnonzero(strata == s) for s in np.unique(strata)]
+    if n_stratified_arrangements(labels, strata) <= n_perm:
+        per = [_multiset_arrangements(labels[g]) for g in groups]
+        rows = []
+        for combo in product(*per):
+            row = labels.copy()
+            for g, arr in zip(groups, combo, strict=True):
+                row[g] = arr
+            rows.append(row)
+        return np.stack(rows), True
+    out = np.empty((n_perm, labels.size), dtype=labels.dtype)
+    for g in groups:
+        out[:, g] = rng.permuted(np.tile(labels[g], (n_perm, 1)), axis=1)
+    return out, False
+
+
+def permutation_p_two_sided(observed: float, null: np.ndarray, *, exact: bool) -> float:
+    """Two-sided permutation p of a statistic centred at 0 under the null (|null| >= |observed|,
+    within floating-point noise; NaN null values never count as extreme).
+
+    ``exact`` (``null`` is every arrangement, the observed one included): the share of them;
+    Monte Carlo: (b + 1) / (N + 1), never 0."""
+    null = np.asarray(null, float)
+    if not np.isfinite(observed):
+        return float("nan")
+    with np.errstate(invalid="ignore"):
+        b = int(np.sum(np.abs(null) >= abs(observed) - 1e-12 * max(1.0, abs(observed))))
+    return float(b / null.size) if exact else float((b + 1) / (null.size + 1))
+
+
 # --- decisions from intervals, multiplicity ------------------------------------------------
 
 
