@@ -23,12 +23,13 @@ from emoface.stimuli.generate import generate_stimulus_set
 
 MODEL = "simulated/gemma3-4b"
 # recorded with the code of commit 5027913 (before the analyses moved into their modules);
-# A8 re-recorded when its decision became the identity-level permutation test (issue 19)
+# A8 re-recorded when its decision became the identity-level permutation test (issue 19); the
+# others when bootstrap CIs and p-values moved to one counting rule (stats.bc_interval)
 PINNED = {
-    "baseline": "36085ba84b5ee82430a3e7e5d99078a71122e8b9e6b7a1dc117b6a14edf2bebf",
-    "A1": "b9617f6fb14db5d8d312da1f4eb0392e922df68778aebcfca63ced0c9d66567b",
-    "A2": "229bdd651647383a94b151ec883514d3f64a7ffa97df60e02b0f4b9d474ca8fc",
-    "A5": "9ba972bfd70d8c28a79c6bf68b2f75ee2bc2989847ed1ca9948010f6d62f6b30",
+    "baseline": "a45e4b78de60b2f247b287f6098f22790618a85d72c02d496656ea1075281e1a",
+    "A1": "e91f8971827b0d70b3f33ecfdd599b38e1ec6f00bde136d0fc82e285ebeb75a3",
+    "A2": "4c3522f2ff58cfcf9cb2b2561f1a0d68b01697d70f0980b7a504ae9ca2fa1300",
+    "A5": "ee33350da00115fa22d4ac7738f44e1b68f89c6813d8accc6e7169e8f829a4f0",
     "A8": "3dd577b037a62a41f0184d3ebe5b8852f040d8b34af4ae9d967d362bd6d6b40f",
 }
 
