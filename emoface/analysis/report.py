@@ -144,7 +144,8 @@ def write_report(root: Path, ablation_ids: Sequence[str], data_files: Sequence[P
                   f"- **Interpretation rule:** {a.interpretation}",
                   f"- **Decision rule, family and sensitivity analyses:** "
                   f"[analysis plan, {aid}]({PLAN}#{aid.lower()})"
-                  + (f" (multiplicity family: {m['family']}, Holm)" if m.get("family") else ""),
+                  + (f" (multiplicity family: {m['family']}, {m.get('adjustment', 'Holm')})"
+                     if m.get("family") else ""),
                   f"- **Outcome:** {_outcome_words(m['outcome'])}", "", m["verdict"], "",
                   _markdown(main), "", *[f"![]({aid}/figures/{f})" for f in m["figures"]], ""]
     missing = [a for a in ablation_ids if a not in found]
