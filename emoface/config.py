@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from emoface.backends import model_id_pattern
 from emoface.emotions import DEFAULT_EMOTIONS, DEFAULT_GENDERS, DEFAULT_RACES
 from emoface.errors import ConfigError
 from emoface.paths import SET_NAME_PATTERN
@@ -97,6 +98,18 @@ class MlxParams(_Frozen):
     share_first_turn: int = Field(4, ge=0)
 
 
+class OpenAIParams(_Frozen):
+    """An OpenAI-compatible server (vLLM, SGLang, llama.cpp's llama-server, LM Studio).
+    ``base_url: null`` means OPENAI_BASE_URL, else http://127.0.0.1:8000/v1. The API key is read
+    only from OPENAI_API_KEY (never from here)."""
+
+    base_url: str | None = Field(None, pattern=r"^https?://.+")
+    concurrency: int = Field(8, ge=1, le=256)
+    timeout_s: float = Field(300.0, gt=0)
+    retries: int = Field(4, ge=0, le=20)
+    backoff_s: float = Field(1.0, ge=0)
+
+
 class InferenceParams(_Frozen):
     """Generation options (sent explicitly on every request) and batching."""
 
@@ -108,9 +121,10 @@ class InferenceParams(_Frozen):
     ollama: OllamaParams = OllamaParams()
     simulated: SimulatedParams = SimulatedParams()
     mlx: MlxParams = MlxParams()
+    openai: OpenAIParams = OpenAIParams()
 
 
-ModelId = Annotated[str, Field(pattern=r"^(simulated|ollama|mlx|fer)/.+")]
+ModelId = Annotated[str, Field(pattern=model_id_pattern())]  # each backend declares its own
 Temperature = Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)]
 
 

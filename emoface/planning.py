@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from emoface.ablations import BASELINE, Plan, WorkItem
+from emoface.backends import ModelRef, backend_concurrency
 from emoface.backends.base import StimulusInput
 from emoface.config import Params
 from emoface.errors import EmofaceError
@@ -31,8 +32,6 @@ from emoface.inference.store import (
 )
 from emoface.paths import DataPaths
 from emoface.prompts import EMOTION_QUESTION
-
-DEFAULT_LATENCY_S = {"simulated": 0.0005, "ollama": 3.0, "mlx": 2.0, "fer": 0.002}
 
 
 def set_size(params: Params, data: DataPaths, name: str) -> int | None:
@@ -117,17 +116,11 @@ def measured_latency(model_id: str, data: DataPaths) -> tuple[float, str]:
         calls = df["n_calls"].sum()
         if calls:
             return float(df["latency_s"].sum() / calls), f"measured over {calls} calls"
-    backend = model_id.split("/", 1)[0]
-    return DEFAULT_LATENCY_S.get(backend, 1.0), "default (never run here)"
+    return ModelRef.parse(model_id).spec.default_latency_s, "default (never run here)"
 
 
 def _concurrency(model_id: str, params: Params) -> int:
-    backend = model_id.split("/", 1)[0]
-    if backend == "ollama":
-        return params.inference.ollama.concurrency
-    if backend == "simulated":
-        return params.inference.simulated.capacity or 8
-    return 1
+    return backend_concurrency(model_id, params.inference)
 
 
 def summarize(plan: Plan, params: Params, data: DataPaths,

@@ -23,12 +23,15 @@ from emoface.stimuli.generate import generate_stimulus_set
 
 MODEL = "simulated/gemma3-4b"
 # recorded with the code of commit 5027913 (before the analyses moved into their modules);
+# baseline re-recorded for issue 19 item 2: it adds one human rater's within-category SD (the
+# like-with-like reference, new columns/metric, verdict line); every earlier number is unchanged
 # A8 re-recorded when its decision became the identity-level permutation test (issue 19); the
-# others when bootstrap CIs and p-values moved to one counting rule (stats.bc_interval)
+# others (baseline and A2 again, after the merge with items 2-3) when bootstrap CIs and p-values
+# moved to one counting rule (stats.bc_interval)
 PINNED = {
-    "baseline": "a45e4b78de60b2f247b287f6098f22790618a85d72c02d496656ea1075281e1a",
+    "baseline": "14bc47863f5dc37e2579c3c3dda170268389422f17eed78efba27aa15c6aa632",
     "A1": "e91f8971827b0d70b3f33ecfdd599b38e1ec6f00bde136d0fc82e285ebeb75a3",
-    "A2": "4c3522f2ff58cfcf9cb2b2561f1a0d68b01697d70f0980b7a504ae9ca2fa1300",
+    "A2": "4d16378894c5a297e2ee9477fed502458326d9c228c74ef276c04fd0b7aafe84",
     "A5": "ee33350da00115fa22d4ac7738f44e1b68f89c6813d8accc6e7169e8f829a4f0",
     "A8": "3dd577b037a62a41f0184d3ebe5b8852f040d8b34af4ae9d967d362bd6d6b40f",
 }
