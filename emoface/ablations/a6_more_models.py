@@ -68,7 +68,7 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     human_rater = M.human_single_rater_within_category_sd(first)
     ratios, signal = [], []
     for (m, _), df in frames.items():
-        w = C.boot_weights(ctx, df["identity"].to_list(), n_boot)
+        w = C.boot_weights(ctx, df["identity"].to_list(), n_boot, family_size=len(models))
         x = df["arousal"].to_numpy().astype(float)
         h = df["arousal_mean"].to_numpy().astype(float)
         keep = np.isfinite(x)

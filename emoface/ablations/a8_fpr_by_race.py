@@ -8,9 +8,17 @@ Per model (docs/analysis-plan.md, A8):
   unparseable answers are not "not angry": the primary FPR excludes them from the denominator
   (``fpr``); ``fpr_incl_refusals`` counts them as not angry. Out-of-set words are answers (not
   angry) and stay in.
-* The decision: the identity-cluster-robust logistic GLM's race term (odds ratio of the
-  higher-FPR race vs the reference), Holm over the models; FPR difference with Newcombe's
-  hybrid-score CI; a population-averaged GEE (exchangeable within identity) as sensitivity check.
+* The decision: an identity-level permutation test of the FPR difference (the higher-FPR race
+  of the plan's contrast minus the other): race is fixed per identity, so race labels are
+  permuted across identities within gender; two-sided p, Holm over the models; the FPR
+  difference's Newcombe hybrid-score CI must agree in direction. Valid with sparse and zero cells
+  (1 false "angry" of 600 against 0 of 600 is "cannot tell").
+* Sensitivity (reported, not decided on): the identity-cluster-robust logistic GLM's race term and
+  a population-averaged GEE (exchangeable within identity), flagged ``separated`` when a race has
+  no (or only) "angry" answers or the fitted log odds ratio runs away (|log OR| > 10): their
+  p-values are then meaningless.
+* ``tpr_angry``: share of angry faces labelled angry with refusals/unparseable answers dropped
+  from the denominator; ``tpr_angry_incl_refusals`` counts them as not angry.
 * Accuracy and kappa by race (an accuracy gap is not over-attribution).
 * Ratings: one linear mixed model per model and one for both models together, sum (deviation)
   coding, random intercept per identity; the joint Wald test of race + race x emotion (and of
@@ -159,8 +167,12 @@ def _reference_race(races: list[str]) -> str:
     return "korean" if "korean" in races else races[-1]
 
 
+SEPARATION_LOG_OR = 10.0  # |log odds ratio| beyond this: the fit has (quasi-)separated
+
+
 def _binary_fits(non: pl.DataFrame, alpha: float) -> dict:
-    """Cluster-robust logistic GLM (decision) and exchangeable GEE (sensitivity) of said_angry."""
+    """Cluster-robust logistic GLM and exchangeable GEE of said_angry (sensitivity analyses),
+    flagged ``separated`` when a race has zero (or only) "angry" answers or |log OR| > 10."""
     import warnings
 
     import statsmodels.api as sm
@@ -171,30 +183,125 @@ def _binary_fits(non: pl.DataFrame, alpha: float) -> dict:
     groups = pdf["identity"].astype("category").cat.codes
     reference = _reference_race(sorted(set(pdf["race"])))
     formula = f"said_angry ~ C(race, Treatment(reference='{reference}'))"
+    yes = pdf.groupby("race")["said_angry"].agg(["sum", "count"])
+    zero_cell = bool(((yes["sum"] == 0) | (yes["sum"] == yes["count"])).any())
     out = {}
     try:
-        fit = smf.glm(formula, pdf, family=sm.families.Binomial()).fit(
-            cov_type="cluster", cov_kwds={"groups": groups})
-        term = [t for t in fit.params.index if t.startswith("C(race")][0]
-        lo_or, hi_or = np.exp(fit.conf_int(alpha).loc[term])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # separation warnings: flagged below instead
+            fit = smf.glm(formula, pdf, family=sm.families.Binomial()).fit(
+                cov_type="cluster", cov_kwds={"groups": groups})
+            term = [t for t in fit.params.index if t.startswith("C(race")][0]
+            lo_or, hi_or = np.exp(fit.conf_int(alpha).loc[term])
         out.update(term=term, odds_ratio=float(np.exp(fit.params[term])), or_low=float(lo_or),
-                   or_high=float(hi_or), p=float(fit.pvalues[term]))
+                   or_high=float(hi_or), p=float(fit.pvalues[term]),
+                   glm_separated=zero_cell or not abs(fit.params[term]) <= SEPARATION_LOG_OR)
     except (ValueError, np.linalg.LinAlgError, IndexError) as err:
         out.update(term="", odds_ratio=np.nan, or_low=np.nan, or_high=np.nan, p=np.nan,
-                   error=str(err))
+                   glm_separated=zero_cell, error=str(err))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             gee = smf.gee(formula, "identity", pdf, family=sm.families.Binomial(),
                           cov_struct=sm.cov_struct.Exchangeable()).fit()
-        term = [t for t in gee.params.index if t.startswith("C(race")][0]
-        lo, hi = np.exp(gee.conf_int(alpha).loc[term])
+            term = [t for t in gee.params.index if t.startswith("C(race")][0]
+            lo, hi = np.exp(gee.conf_int(alpha).loc[term])
         out.update(gee_odds_ratio=float(np.exp(gee.params[term])), gee_or_low=float(lo),
-                   gee_or_high=float(hi), gee_p=float(gee.pvalues[term]))
+                   gee_or_high=float(hi), gee_p=float(gee.pvalues[term]),
+                   gee_separated=zero_cell or not abs(gee.params[term]) <= SEPARATION_LOG_OR)
     except (ValueError, np.linalg.LinAlgError, IndexError) as err:
         out.update(gee_odds_ratio=np.nan, gee_or_low=np.nan, gee_or_high=np.nan, gee_p=np.nan,
-                   gee_error=str(err))
+                   gee_separated=zero_cell, gee_error=str(err))
+    out["separated"] = bool(out["glm_separated"] or out["gee_separated"])
     return out
+
+
+def said_angry_frame(df: pl.DataFrame) -> pl.DataFrame:
+    """The non-angry faces with an answer (refusals/unparseable left out) and ``said_angry``."""
+    import polars as pl
+
+    from emoface.analysis import metrics as M
+
+    return df.filter((pl.col("intended") != "angry")
+                     & ~pl.col("emotion_status").is_in(NON_ANSWERS)).with_columns(
+        ((pl.col("emotion") == "angry") & pl.col("emotion_status").is_in(M.USABLE))
+        .fill_null(False).alias("said_angry"))
+
+
+def identity_counts(non: pl.DataFrame) -> pl.DataFrame:
+    """Per identity: its race and gender (fixed per identity), false "angry" answers ``k`` and
+    answered non-angry faces ``n`` (from :func:`said_angry_frame`)."""
+    import polars as pl
+
+    from emoface.errors import DataError
+
+    g = non.group_by("identity").agg(
+        pl.col("race").n_unique().alias("_races"), pl.col("gender").n_unique().alias("_genders"),
+        pl.col("race").first(), pl.col("gender").first(),
+        pl.col("said_angry").sum().cast(pl.Int64).alias("k"), pl.len().cast(pl.Int64).alias("n"))
+    bad = g.filter((pl.col("_races") > 1) | (pl.col("_genders") > 1))
+    if bad.height:
+        raise DataError(f"identity {bad['identity'][0]} has more than one race or gender in the "
+                        "manifest; A8 permutes race by identity and needs one per identity")
+    return g.drop("_races", "_genders").sort("identity")
+
+
+def fpr_permutation_test(ids: pl.DataFrame, high: str, low: str, n_perm: int,
+                         seed: int) -> dict:
+    """FPR(high) - FPR(low) with its identity-level permutation p (two-sided).
+
+    ``ids`` has one row per identity (:func:`identity_counts`): race, gender, k, n. Race labels
+    are permuted across identities within gender (every other column stays), FPR(race) =
+    sum k / sum n over the identities carrying that race. Exact (every arrangement once) when
+    there are at most ``n_perm`` arrangements, else ``n_perm`` random ones with
+    p = (b + 1) / (n_perm + 1). A permutation that leaves a race without answers gives no
+    difference and never counts as extreme."""
+    from emoface.analysis.stats import permutation_p_two_sided, stratified_permutations
+
+    race = ids["race"].to_numpy().astype(str)
+    gender = ids["gender"].to_numpy().astype(str)
+    k = ids["k"].to_numpy().astype(float)
+    n = ids["n"].to_numpy().astype(float)
+
+    def diff(labels: np.ndarray) -> np.ndarray:
+        hi, lo = (labels == high).astype(float), (labels == low).astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return hi @ k / (hi @ n) - lo @ k / (lo @ n)
+
+    observed = float(diff(race[None])[0])
+    perms, exact = stratified_permutations(race, gender, n_perm, np.random.default_rng(seed))
+    null = diff(perms)
+    return {"fpr_diff": observed, "p": permutation_p_two_sided(observed, null, exact=exact),
+            "n_permutations": int(perms.shape[0]), "permutation_exact": bool(exact)}
+
+
+def fpr_outcome(p_adjusted: float, diff: float, diff_low: float, diff_high: float,
+                alpha: float) -> str:
+    """A8's rule: the (Holm-adjusted) permutation p < alpha AND the Newcombe CI of the FPR
+    difference on the same side of 0 as the difference: higher FPR for the plan's first race
+    => supports, lower => does not support; otherwise cannot tell."""
+    from emoface.analysis import common as C
+
+    if not (np.isfinite(p_adjusted) and p_adjusted < alpha and np.isfinite(diff)):
+        return C.CANNOT_TELL
+    if diff > 0 and diff_low > C.EPS:
+        return C.SUPPORTS
+    if diff < 0 and diff_high < -C.EPS:
+        return C.NOT_SUPPORTED
+    return C.CANNOT_TELL
+
+
+def _tpr(angry: pl.DataFrame) -> dict:
+    """Share of angry faces labelled angry: ``tpr_angry`` drops refusals/unparseable answers from
+    the denominator, ``tpr_angry_incl_refusals`` counts them as not angry."""
+    from emoface.analysis import metrics as M
+
+    said = (angry["emotion"] == "angry").fill_null(False).to_numpy() & \
+        angry["emotion_status"].is_in(M.USABLE).to_numpy()
+    answered = ~angry["emotion_status"].is_in(NON_ANSWERS).to_numpy()
+    return {"n_angry": angry.height, "n_angry_answered": int(answered.sum()),
+            "tpr_angry": float(said[answered].mean()) if answered.any() else np.nan,
+            "tpr_angry_incl_refusals": float(said.mean()) if angry.height else np.nan}
 
 
 def _fpr_rows(m: str, df: pl.DataFrame, alpha: float) -> list[dict]:
@@ -218,7 +325,7 @@ def _fpr_rows(m: str, df: pl.DataFrame, alpha: float) -> list[dict]:
                      "fpr": k / n if n else np.nan, "fpr_low": lo, "fpr_high": hi,
                      "fpr_incl_refusals": k / n_all, "fpr_incl_refusals_low": lo2,
                      "fpr_incl_refusals_high": hi2,
-                     "tpr_angry": float((angry["emotion"] == "angry").mean())})
+                     **_tpr(angry)})
     return rows
 
 
@@ -238,8 +345,18 @@ def _by_race(m: str, df: pl.DataFrame, emotions) -> list[dict]:
     return rows
 
 
+def _contrast(f: dict[str, dict]) -> tuple[dict, dict]:
+    """(first, second) race rows of the plan's contrast: Black vs Korean when both are present,
+    else the highest- vs the lowest-FPR race."""
+    if {"black", "korean"} <= set(f):
+        return f["black"], f["korean"]
+    ordered = sorted(f.values(), key=lambda r: -r["fpr"])
+    return ordered[0], ordered[-1]
+
+
 def analysis(ctx: AnalysisContext) -> AblationResult:
-    """A8 for every study model (the decision: cluster-robust logistic GLM, Holm over models)."""
+    """A8 for every study model (the decision: identity-level permutation test of the FPR
+    difference, Holm over models, Newcombe CI in the same direction)."""
     import polars as pl
     from scipy import stats
 
@@ -248,22 +365,32 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     from emoface.analysis.common import AblationResult, fmt, word
     from emoface.analysis.stats import newcombe_diff_ci
 
-    fpr_rows, tests, lmm, conf, frames, acc = [], [], [], [], {}, []
+    n_perm = C.resamples_for_family(ctx.a.permutations, len(ctx.models), ctx.a.alpha,
+                                    floor_count=1)
+    fpr_rows, tests, lmm, conf, frames, acc, pairs = [], [], [], [], {}, [], {}
     for m in ctx.models:
         df = ctx.predictions(m)
         frames[m] = df
-        fpr_rows += _fpr_rows(m, df, ctx.a.alpha)
+        rows = _fpr_rows(m, df, ctx.a.alpha)
+        fpr_rows += rows
         acc += _by_race(m, df, ctx.emotions)
-        non = df.filter((pl.col("intended") != "angry")
-                        & ~pl.col("emotion_status").is_in(NON_ANSWERS)).with_columns(
-            ((pl.col("emotion") == "angry") & pl.col("emotion_status").is_in(M.USABLE))
-            .fill_null(False).alias("said_angry"))
+        hi_r, lo_r = pairs[m] = _contrast({r["race"]: r for r in rows})
+        non = said_angry_frame(df)
         counts = non.group_by("race").agg(pl.col("said_angry").sum().alias("yes"),
                                           (~pl.col("said_angry")).sum().alias("no")).sort("race")
         chi2, p_chi = (stats.chi2_contingency(counts.select("yes", "no").to_numpy())[:2]
                        if counts["yes"].sum() > 0 and counts.height > 1 else (np.nan, np.nan))
-        tests.append({"model_id": m, "chi2": chi2, "chi2_p": p_chi,
-                      **_binary_fits(non, ctx.a.alpha)})
+        fisher = stats.fisher_exact([[hi_r["false_angry"], hi_r["n_not_angry"] - hi_r["false_angry"]],
+                                     [lo_r["false_angry"], lo_r["n_not_angry"] - lo_r["false_angry"]]])
+        d_lo, d_hi = newcombe_diff_ci(hi_r["false_angry"], hi_r["n_not_angry"],
+                                      lo_r["false_angry"], lo_r["n_not_angry"], ctx.a.alpha)
+        perm = fpr_permutation_test(identity_counts(non), hi_r["race"], lo_r["race"], n_perm,
+                                    ctx.a.seed)
+        glm = _binary_fits(non, ctx.a.alpha)
+        glm["glm_p"] = glm.pop("p")
+        tests.append({"model_id": m, "contrast": f"{hi_r['race']} - {lo_r['race']}", **perm,
+                      "fpr_diff_low": d_lo, "fpr_diff_high": d_hi, "chi2": chi2,
+                      "chi2_p": p_chi, "fisher_p": float(fisher[1]), **glm})
         for f in M.FIELDS:
             lmm.append({"model_id": m, **mixed_model(df, f)})
         for race, g in df.group_by("race", maintain_order=True):
@@ -272,44 +399,43 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     joint = [joint_mixed_model(frames, f) for f in M.FIELDS] if len(frames) > 1 else []
     fpr = pl.DataFrame(fpr_rows).sort("model_id", "race")
     C.add_holm(tests)
-    races = set(fpr["race"])
     verdicts, outcomes = [], []
     for t in tests:
-        f = {r["race"]: r for r in fpr.filter(pl.col("model_id") == t["model_id"]).iter_rows(
-            named=True)}
-        if {"black", "korean"} <= races:
-            hi_r, lo_r = f["black"], f["korean"]
-        else:
-            ordered = sorted(f.values(), key=lambda r: -r["fpr"])
-            hi_r, lo_r = ordered[0], ordered[-1]
-        d_lo, d_hi = newcombe_diff_ci(hi_r["false_angry"], hi_r["n_not_angry"],
-                                      lo_r["false_angry"], lo_r["n_not_angry"], ctx.a.alpha)
-        t.update(fpr_diff=hi_r["fpr"] - lo_r["fpr"], fpr_diff_low=d_lo, fpr_diff_high=d_hi,
-                 contrast=f"{hi_r['race']} - {lo_r['race']}")
-        sig = np.isfinite(t["p_holm"]) and t["p_holm"] < ctx.a.alpha
-        o = (C.SUPPORTS if sig and hi_r["fpr"] > lo_r["fpr"] else
-             C.NOT_SUPPORTED if sig else C.CANNOT_TELL)
+        hi_r, lo_r = pairs[t["model_id"]]
+        o = fpr_outcome(t["p_holm"], t["fpr_diff"], t["fpr_diff_low"], t["fpr_diff_high"],
+                        ctx.a.alpha)
         t["outcome"] = o
         outcomes.append(o)
+        sep = " (separated: a zero cell, not interpretable)" if t["separated"] else ""
+        kind = "arrangements, exact" if t["permutation_exact"] else "permutations"
         verdicts.append(f"{t['model_id']}: FPR({hi_r['race']}) {fmt(hi_r['fpr'], 3)} "
+                        f"({hi_r['false_angry']}/{hi_r['n_not_angry']}) "
                         f"[{fmt(hi_r['fpr_low'], 3)}, {fmt(hi_r['fpr_high'], 3)}] vs "
-                        f"FPR({lo_r['race']}) {fmt(lo_r['fpr'], 3)} [{fmt(lo_r['fpr_low'], 3)}, "
-                        f"{fmt(lo_r['fpr_high'], 3)}] (refusals excluded; counted as not angry: "
-                        f"{fmt(hi_r['fpr_incl_refusals'], 3)} vs "
+                        f"FPR({lo_r['race']}) {fmt(lo_r['fpr'], 3)} "
+                        f"({lo_r['false_angry']}/{lo_r['n_not_angry']}) "
+                        f"[{fmt(lo_r['fpr_low'], 3)}, {fmt(lo_r['fpr_high'], 3)}] (refusals "
+                        f"excluded; counted as not angry: {fmt(hi_r['fpr_incl_refusals'], 3)} vs "
                         f"{fmt(lo_r['fpr_incl_refusals'], 3)}), difference "
-                        f"{fmt(t['fpr_diff'], 3)} [{fmt(d_lo, 3)}, {fmt(d_hi, 3)}] (Newcombe); "
-                        f"odds ratio {fmt(t['odds_ratio'])} [{fmt(t['or_low'])}, "
-                        f"{fmt(t['or_high'])}], identity-clustered p = {fmt(t['p'], 4)} (Holm "
-                        f"{fmt(t['p_holm'], 4)}; GEE p = {fmt(t['gee_p'], 4)}); TPR on angry "
-                        f"faces {fmt(hi_r['tpr_angry'])} vs {fmt(lo_r['tpr_angry'])} -> {word(o)}")
+                        f"{fmt(t['fpr_diff'], 3)} [{fmt(t['fpr_diff_low'], 3)}, "
+                        f"{fmt(t['fpr_diff_high'], 3)}] (Newcombe), identity permutation p = "
+                        f"{fmt(t['p'], 4)} (Holm {fmt(t['p_holm'], 4)}; "
+                        f"{t['n_permutations']} {kind}); "
+                        f"sensitivity: odds ratio {fmt(t['odds_ratio'])} [{fmt(t['or_low'])}, "
+                        f"{fmt(t['or_high'])}], identity-clustered GLM p = {fmt(t['glm_p'], 4)}, "
+                        f"GEE p = {fmt(t['gee_p'], 4)}{sep}; TPR on angry faces "
+                        f"{fmt(hi_r['tpr_angry'])} vs {fmt(lo_r['tpr_angry'])} (refusals "
+                        f"dropped; counted: {fmt(hi_r['tpr_angry_incl_refusals'])} vs "
+                        f"{fmt(lo_r['tpr_angry_incl_refusals'])}) -> {word(o)}")
     lmm_df = pl.DataFrame(lmm)
     test_df = pl.DataFrame(tests)
     joint_df = pl.DataFrame(joint) if joint else None
     disagree = bool(lmm_df["optimizers_disagree"].any()) or (
         bool(joint_df["optimizers_disagree"].any()) if joint else False)
     return AblationResult(
-        "A8", "A8 (rule: FPR(Black) > FPR(Korean) with the identity-clustered logistic test "
-        f"significant after Holm => over-attribution; family: {len(tests)} model(s)): "
+        "A8", "A8 (rule: FPR(Black) > FPR(Korean) with the identity-level permutation test "
+        "(race permuted across identities within gender) significant after Holm and the "
+        "Newcombe CI of the difference above 0 => over-attribution; family: "
+        f"{len(tests)} model(s)): "
         + "; ".join(verdicts)
         + (". Mixed-model optimizers disagree by > 0.01 in log-likelihood for some fit (see "
            "mixed_models)" if disagree else ""), C.combine(outcomes),
@@ -319,7 +445,7 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
         plots={"fpr_by_race": fpr.select("model_id", "race", "fpr", "fpr_low", "fpr_high")},
         metrics={"fpr": fpr.to_dicts(), "tests": test_df.to_dicts(),
                  "mixed_models": lmm_df.to_dicts(), "joint_mixed_model": joint,
-                 "accuracy_by_race": acc, "family": "models",
+                 "accuracy_by_race": acc, "family": "models", "permutations": n_perm,
                  "all_mixed_models_converged": bool(lmm_df["converged"].all()),
                  "optimizers_disagree": disagree},
         simulated=C.any_simulated(list(frames.values())), provenance=C.provenance(list(frames.values())))

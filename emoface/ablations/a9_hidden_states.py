@@ -206,7 +206,8 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
         plots={"cka_rsa_by_layer": table.select("layer", "pooling", "linear_cka", "debiased_cka",
                                                 "within_category_debiased_cka", "rsa_spearman")},
         metrics={"model": model, "best_layer": best, "output_within_category_r": out_within,
-                 "rows": table.to_dicts(), "family": f"{table.height} layer x pooling (max-stat)",
+                 "rows": table.to_dicts(), "family": f"{table.height} layer x pooling",
+                 "adjustment": "max-statistic permutation p",
                  "rsa_permutations": n_rsa},
         simulated=bool(base["simulated"].any()), provenance=C.provenance([base]))
 

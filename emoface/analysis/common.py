@@ -16,12 +16,12 @@ import numpy as np
 import polars as pl
 
 from emoface.analysis import metrics as M
-from emoface.analysis.stats import bc_pvalue, holm
+from emoface.analysis.stats import TIE_TOLERANCE, bc_pvalue, holm
 
 if TYPE_CHECKING:
     from emoface.analysis.context import AnalysisContext
 
-EPS = 1e-9  # a CI bound within floating-point noise of 0 counts as 0
+EPS = TIE_TOLERANCE  # a CI bound within floating-point noise of 0 counts as 0 (1e-9)
 SUPPORTS, NOT_SUPPORTED, CANNOT_TELL = "supports", "does_not_support", "cannot_tell"
 DEFINITION_SENSITIVE = "definition_sensitive"
 
@@ -79,6 +79,29 @@ def add_holm(rows: list[dict], p_key: str = "p", out_key: str = "p_holm") -> lis
     return rows
 
 
+# How many resamples a family needs (docs/analysis-plan.md, "Resampling resolution"): the
+# smallest p a resampling test can give, Holm-adjusted over the family, must be at most
+# alpha / RESOLUTION_MARGIN, so that a Holm-adjusted p below alpha is reachable with room to spare.
+RESOLUTION_MARGIN = 4
+
+
+def resamples_for_family(requested: int, family_size: int, alpha: float, *,
+                         floor_count: int = 2) -> int:
+    """Resamples (bootstrap B or permutations N) for a family of ``family_size`` tests: at least
+    ``requested``, and enough that the smallest reachable p, ``floor_count`` / (B + 1), times the
+    family size is <= alpha / RESOLUTION_MARGIN.
+
+    ``floor_count`` = 2 for a two-sided bootstrap p (each tail is floored at 1 / (B + 1),
+    :func:`emoface.analysis.stats.bc_interval`), 1 for a Monte Carlo permutation p,
+    (b + 1) / (N + 1). Holm multiplies the smallest p by the family size, so with B too small no
+    member can ever be significant (13 models at B = 500: 13 x 2 / 501 = 0.052 > 0.05)."""
+    import math
+
+    # (rounded first: 4 * 2 * 2 / 0.05 is 320.00000000000006 in floating point)
+    need = math.ceil(round(RESOLUTION_MARGIN * max(1, family_size) * floor_count / alpha, 9)) - 1
+    return max(int(requested), need)
+
+
 def fmt(x: float | None, d: int = 2) -> str:
     """A number for a verdict line; "nan" when missing."""
     return "nan" if x is None or not np.isfinite(x) else f"{x:.{d}f}"
@@ -97,9 +120,14 @@ def provenance(frames: list[pl.DataFrame]) -> dict:
     return {"models": rows.to_dicts()}
 
 
-def boot_weights(ctx, identities, n_boot: int | None = None) -> np.ndarray:
-    """Identity-cluster bootstrap weights with the analysis seed."""
-    return M.cluster_weights(identities, n_boot or ctx.a.bootstrap, ctx.a.seed)
+def boot_weights(ctx, identities, n_boot: int | None = None,
+                 family_size: int | None = None) -> np.ndarray:
+    """Identity-cluster bootstrap weights with the analysis seed: ``n_boot`` (default
+    analysis.bootstrap) resamples, raised by :func:`resamples_for_family` for a family of
+    ``family_size`` tests (default: the study models)."""
+    b = resamples_for_family(n_boot or ctx.a.bootstrap, family_size or len(ctx.models),
+                             ctx.a.alpha)
+    return M.cluster_weights(identities, b, ctx.a.seed)
 
 
 def any_simulated(frames: Sequence[pl.DataFrame]) -> bool:

@@ -136,18 +136,12 @@ def w_kappa(truth: np.ndarray, pred: np.ndarray, k: int, w: np.ndarray) -> np.nd
 def percentile_ci(samples: np.ndarray, alpha: float,
                   estimate: float | None = None) -> tuple[float, float]:
     """Bootstrap percentile CI; with the point ``estimate``, the bias-corrected (BC) percentile
-    interval (Efron 1981): percentiles shifted by z0 = Phi^-1(share of samples < estimate)."""
-    from scipy.stats import norm
+    interval (Efron 1981). Both by the counting rule of :func:`emoface.analysis.stats.bc_interval`
+    (bounds are replicates, the same rule as the p-values, so CI and p never disagree)."""
+    from emoface.analysis.stats import bc_interval
 
-    s = samples[np.isfinite(samples)]
-    if s.size == 0:
-        return float("nan"), float("nan")
-    lo_q, hi_q = alpha / 2, 1 - alpha / 2
-    if estimate is not None and np.isfinite(estimate) and s.min() < estimate < s.max():
-        z0 = norm.ppf(np.mean(s < estimate))
-        za = norm.ppf(alpha / 2)
-        lo_q, hi_q = norm.cdf(2 * z0 + za), norm.cdf(2 * z0 - za)
-    return float(np.quantile(s, lo_q)), float(np.quantile(s, hi_q))
+    r = bc_interval(samples, estimate, alpha)
+    return r.low, r.high
 
 
 def grouped_sd(values: np.ndarray, groups: np.ndarray) -> float:

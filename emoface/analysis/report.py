@@ -329,7 +329,7 @@ def write_report(root: Path, ablation_ids: Sequence[str], data_files: Sequence[P
                          f"**Interpretation rule:** {a.interpretation}",
                          f"**Decision rule, family and sensitivity analyses:** "
                          f"[analysis plan, {aid}]({PLAN}#{aid.lower()})"
-                         + (f" (multiplicity family: {m['family']}, Holm)"
+                         + (f" (multiplicity family: {m['family']}, {m.get('adjustment', 'Holm')})"
                             if m.get("family") else ""),
                          f"**Outcome:** {s.outcome}" + _signal_words(m), *_data_line(m)]),
                 Para(paper_numbers(m["verdict"])), *_tables(root, aid), *_figures(root, aid, m))

@@ -8,8 +8,9 @@ Hand-written (pinned to published values in tests/analysis/test_stats.py):
   computed in feature space in O(n p) so permutation nulls over 1,440 images stay cheap;
 * rho-a (Schuett et al. 2023, as rsatoolbox computes it): 12 sum((ra - mean)(rb - mean)) /
   (n^3 - n) on tie-averaged ranks (with ties this is not 1 - 6 sum d^2 / (n^3 - n));
-* the p-value that inverts a bias-corrected (BC) bootstrap interval, and interval decision rules
-  (difference, equivalence margin).
+* the bias-corrected (BC) bootstrap interval and its p-value from one counting rule
+  (:func:`bc_interval`), and interval decision rules (difference, equivalence margin);
+* label permutations within strata, exact or Monte Carlo (A8).
 
 From libraries: Cohen's kappa (statsmodels), Pearson r and its Fisher CI (scipy), Wilson CIs and
 Newcombe's hybrid-score CI of a difference of proportions (statsmodels), Holm's adjustment
@@ -213,38 +214,177 @@ def permutation_p(observed: float, null: np.ndarray) -> float:
     return float((np.sum(null >= observed) + 1) / (null.size + 1))
 
 
+# --- label permutations within strata (A8: race across identities within gender) -----------
+
+
+def _multiset_arrangements(labels: np.ndarray) -> list[np.ndarray]:
+    """Every distinct ordering of the multiset ``labels`` (small inputs only)."""
+    from itertools import combinations
+
+    values, counts = np.unique(labels, return_counts=True)
+
+    def place(free: tuple[int, ...], j: int) -> list[dict[int, object]]:
+        if j == len(values):
+            return [{}]
+        out = []
+        for chosen in combinations(free, int(counts[j])):
+            rest = tuple(i for i in free if i not in chosen)
+            for tail in place(rest, j + 1):
+                out.append({**dict.fromkeys(chosen, values[j]), **tail})
+        return out
+
+    return [np.array([a[i] for i in range(labels.size)], dtype=labels.dtype)
+            for a in place(tuple(range(labels.size)), 0)]
+
+
+def n_stratified_arrangements(labels: np.ndarray, strata: np.ndarray) -> int:
+    """How many distinct label vectors permuting ``labels`` within ``strata`` gives
+    (the product over strata of the multinomial coefficients)."""
+    from math import factorial, prod
+
+    total = 1
+    for s in np.unique(strata):
+        _, counts = np.unique(labels[strata == s], return_counts=True)
+        total *= factorial(int(counts.sum())) // prod(factorial(int(c)) for c in counts)
+    return total
+
+
+def stratified_permutations(labels: np.ndarray, strata: np.ndarray, n_perm: int,
+                            rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """Label vectors with ``labels`` permuted within each stratum: (rows, exact).
+
+    When the strata allow at most ``n_perm`` distinct arrangements, every one of them is returned
+    once (the observed one included) and ``exact`` is True: the permutation p is then the exact
+    share (:func:`permutation_p_two_sided`). Otherwise ``n_perm`` independent random
+    arrangements (Monte Carlo; ``exact`` False)."""
+    from itertools import product
+
+    labels, strata = np.asarray(labels), np.asarray(strata)
+    groups = [np.flatnonzero(strata == s) for s in np.unique(strata)]
+    if n_stratified_arrangements(labels, strata) <= n_perm:
+        per = [_multiset_arrangements(labels[g]) for g in groups]
+        rows = []
+        for combo in product(*per):
+            row = labels.copy()
+            for g, arr in zip(groups, combo, strict=True):
+                row[g] = arr
+            rows.append(row)
+        return np.stack(rows), True
+    out = np.empty((n_perm, labels.size), dtype=labels.dtype)
+    for g in groups:
+        out[:, g] = rng.permuted(np.tile(labels[g], (n_perm, 1)), axis=1)
+    return out, False
+
+
+def permutation_p_two_sided(observed: float, null: np.ndarray, *, exact: bool) -> float:
+    """Two-sided permutation p of a statistic centred at 0 under the null (|null| >= |observed|,
+    within floating-point noise; NaN null values never count as extreme).
+
+    ``exact`` (``null`` is every arrangement, the observed one included): the share of them;
+    Monte Carlo: (b + 1) / (N + 1), never 0."""
+    null = np.asarray(null, float)
+    if not np.isfinite(observed):
+        return float("nan")
+    with np.errstate(invalid="ignore"):
+        b = int(np.sum(np.abs(null) >= abs(observed) - 1e-12 * max(1.0, abs(observed))))
+    return float(b / null.size) if exact else float((b + 1) / (null.size + 1))
+
+
 # --- decisions from intervals, multiplicity ------------------------------------------------
+
+
+# A replicate within this of the null value counts as lying on it (the same tolerance as the
+# decision rules' "a CI bound within floating-point noise of 0 counts as 0").
+TIE_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class BootstrapInterval:
+    """A bias-corrected (BC) percentile interval and the p-value of one null value, both from one
+    counting rule (:func:`bc_interval`): p < alpha exactly when the interval excludes ``null``."""
+
+    low: float
+    high: float
+    p: float  # two-sided
+    p_greater: float  # one-sided, H1: theta > null
+    p_less: float  # one-sided, H1: theta < null
+
+
+def _bc_setup(samples: np.ndarray, estimate: float | None) -> tuple[np.ndarray, float]:
+    """Sorted finite replicates and the bias correction z0 = Phi^-1(share below the estimate),
+    0 without an estimate or when it lies outside the replicates (clipped to 1/(B+1))."""
+    s = np.sort(np.asarray(samples, float).ravel())
+    s = s[np.isfinite(s)]
+    b = s.size
+    if b == 0 or estimate is None or not np.isfinite(estimate) or not s[0] < estimate < s[-1]:
+        return s, 0.0
+    share = np.clip(np.mean(s < estimate), 1 / (b + 1), b / (b + 1))
+    return s, float(stats.norm.ppf(share))
+
+
+def _tail_levels(b: int, shift: float) -> np.ndarray:
+    """u[c], c = 0..B: the one-sided p when c of B replicates lie at or beyond the null on the
+    wrong side: Phi(Phi^-1((c + 1) / (B + 1)) + shift), never below the floor 1 / (B + 1); with
+    shift 0 this is the Monte Carlo p (c + 1) / (B + 1). Non-decreasing in c."""
+    c = np.arange(b + 1)
+    # exact rationals without a shift (Phi(Phi^-1(x)) is not always x in floating point)
+    u = (c + 1) / (b + 1) if shift == 0 else stats.norm.cdf(stats.norm.ppf((c + 1) / (b + 1))
+                                                             + shift)
+    u[0] = 0.0  # no replicate on the wrong side: the resolution floor, whatever z0 is
+    return np.maximum(u, 1 / (b + 1))
+
+
+def bc_interval(samples: np.ndarray, estimate: float | None, alpha: float = 0.05,
+                null: float = 0.0) -> BootstrapInterval:
+    """The BC percentile interval at 1 - alpha and the p-value of ``null``, from ONE counting
+    rule, so the two can never disagree (docs/analysis-plan.md, "Bootstrap").
+
+    With B sorted replicates s_(1) <= ... <= s_(B) and z0 the bias correction (0 without an
+    estimate: the plain percentile interval):
+
+    * one-sided p for H1: theta > null: u(c) with c = #(s <= null + tol) and shift -2 z0
+      (:func:`_tail_levels`); for H1: theta < null: the mirror, c = #(s >= null - tol), +2 z0;
+      two-sided p = min(1, 2 min(p_greater, p_less)); floored at 1 / (B + 1) per side;
+    * lower bound = s_(K) with K = #{c : u(c) < alpha / 2}, upper = s_(B + 1 - K') likewise.
+
+    Because u is non-decreasing in c, "lower bound > null + tol" is "#(s <= null + tol) < K" is
+    "p_greater < alpha / 2", exactly, for every null; the bounds are replicates (order
+    statistics), never interpolated. With too few replicates to resolve alpha / 2 a bound is
+    infinite. z0 = 0 and no ties: p_greater = (#(s <= null) + 1) / (B + 1)."""
+    s, z0 = _bc_setup(samples, estimate)
+    b = s.size
+    if b == 0 or (estimate is not None and not np.isfinite(estimate)):
+        nan = float("nan")
+        return BootstrapInterval(nan, nan, nan, nan, nan)
+    up = _tail_levels(b, -2 * z0)  # evidence for theta > null
+    down = _tail_levels(b, 2 * z0)  # evidence for theta < null
+    k_lo = int(np.sum(up < alpha / 2))
+    k_hi = int(np.sum(down < alpha / 2))
+    low = float(s[k_lo - 1]) if k_lo else float("-inf")
+    high = float(s[b - k_hi]) if k_hi else float("inf")
+    p_greater = float(up[np.sum(s <= null + TIE_TOLERANCE)])
+    p_less = float(down[np.sum(s >= null - TIE_TOLERANCE)])
+    return BootstrapInterval(low, high, float(min(1.0, 2 * min(p_greater, p_less))), p_greater,
+                             p_less)
 
 
 def bc_one_sided_p(samples: np.ndarray, estimate: float, null: float = 0.0, *,
                    greater: bool = True) -> float:
-    """One-sided p for H1: theta > null (``greater``) or theta < null that inverts the
-    bias-corrected (BC) percentile interval of bootstrap replicates ``samples`` of ``estimate``.
-
-    With F0 = share of replicates below ``null`` (ties counted half) and z0 = Phi^-1(share of
-    replicates < estimate), the BC lower bound at one-sided level a exceeds ``null`` iff
-    Phi(Phi^-1(F0) - 2 z0) < a; with z0 = 0 this is the percentile p. p is clipped to
-    [1/(B+1), B/(B+1)]: never 0."""
-    s = np.asarray(samples, float)
-    s = s[np.isfinite(s)]
-    if s.size == 0 or not np.isfinite(estimate):
+    """One-sided p for H1: theta > null (``greater``) or theta < null, by the counting rule of
+    :func:`bc_interval`: below alpha / 2 exactly when the BC (1 - alpha) interval's lower
+    (upper) bound lies above (below) ``null``. Never below 1 / (B + 1)."""
+    if estimate is None or not np.isfinite(estimate):
         return float("nan")
-    b = s.size
-    clip = (1 / (b + 1), b / (b + 1))
-    z0 = stats.norm.ppf(np.clip(np.mean(s < estimate), *clip)) \
-        if s.min() < estimate < s.max() else 0.0
-    f0 = (np.sum(s < null) + 0.5 * np.sum(s == null)) / b
-    # no replicate beyond ``null`` (f0 = 0 or 1): the interval excludes it at every level the
-    # replicates resolve, so p is the resolution floor 1/(B+1), whatever z0 is
-    u = float(np.clip(stats.norm.cdf(stats.norm.ppf(f0) - 2 * z0), *clip))
-    return u if greater else 1 - u
+    r = bc_interval(samples, estimate, 0.05, null)
+    return r.p_greater if greater else r.p_less
 
 
 def bc_pvalue(samples: np.ndarray, estimate: float, null: float = 0.0) -> float:
-    """Two-sided p inverting the BC interval: p < alpha iff the BC (1 - alpha) CI excludes
-    ``null`` (see :func:`bc_one_sided_p`)."""
-    u = bc_one_sided_p(samples, estimate, null, greater=True)
-    return float(min(1.0, 2 * min(u, 1 - u))) if np.isfinite(u) else float("nan")
+    """Two-sided p: p < alpha iff the BC (1 - alpha) CI excludes ``null``
+    (:func:`bc_interval`; floored at 2 / (B + 1))."""
+    if estimate is None or not np.isfinite(estimate):
+        return float("nan")
+    return bc_interval(samples, estimate, 0.05, null).p
 
 
 def equivalence_p(samples: np.ndarray, estimate: float, margin: float) -> float:

@@ -25,14 +25,15 @@ MODEL = "simulated/gemma3-4b"
 # recorded with the code of commit 5027913 (before the analyses moved into their modules);
 # baseline re-recorded for issue 19 item 2: it adds one human rater's within-category SD (the
 # like-with-like reference, new columns/metric, verdict line); every earlier number is unchanged
+# A8 re-recorded when its decision became the identity-level permutation test (issue 19); the
+# others (baseline and A2 again, after the merge with items 2-3) when bootstrap CIs and p-values
+# moved to one counting rule (stats.bc_interval)
 PINNED = {
-    "baseline": "0d22009eaeaa0114faba2c844fbfdd23996a222d93e8e93fb11166c2c5d60adc",
-    "A1": "b9617f6fb14db5d8d312da1f4eb0392e922df68778aebcfca63ced0c9d66567b",
-    # A2 re-recorded for issue 19 item 3: the signal rule (within-category r with the human
-    # means) added to its verdict and metrics; the plan's SD rule and its numbers are unchanged
-    "A2": "4c5a32a1423329ba400c3b2279318f505bb2a65fd26c883b79169085cd6898c4",
-    "A5": "9ba972bfd70d8c28a79c6bf68b2f75ee2bc2989847ed1ca9948010f6d62f6b30",
-    "A8": "ba3996859988de74dca7444dff31b5d8156a6189112ef2e25bb5be7268772cd2",
+    "baseline": "14bc47863f5dc37e2579c3c3dda170268389422f17eed78efba27aa15c6aa632",
+    "A1": "e91f8971827b0d70b3f33ecfdd599b38e1ec6f00bde136d0fc82e285ebeb75a3",
+    "A2": "4d16378894c5a297e2ee9477fed502458326d9c228c74ef276c04fd0b7aafe84",
+    "A5": "ee33350da00115fa22d4ac7738f44e1b68f89c6813d8accc6e7169e8f829a4f0",
+    "A8": "3dd577b037a62a41f0184d3ebe5b8852f040d8b34af4ae9d967d362bd6d6b40f",
 }
 
 

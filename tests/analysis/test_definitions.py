@@ -170,10 +170,11 @@ def test_decisions_and_definition_sensitivity():
 
 def test_bc_pvalue_by_hand():
     # replicates -10..89 (100), estimate 39.5: half below it -> z0 = 0 (plain percentile);
-    # below 0: 10, one tie at 0 counted half -> F0 = 0.105 -> p = 0.21
+    # at or below 0: 11 (the tie counts against the test) -> one-sided (11 + 1) / 101,
+    # two-sided 24 / 101
     samples = np.arange(-10, 90, dtype=float)
-    assert s.bc_pvalue(samples, 39.5) == pytest.approx(0.21)
-    assert s.bc_one_sided_p(samples, 39.5) == pytest.approx(0.105)
+    assert s.bc_pvalue(samples, 39.5) == pytest.approx(24 / 101)
+    assert s.bc_one_sided_p(samples, 39.5) == pytest.approx(12 / 101)
 
 
 def test_equivalence_p_inside_and_outside_the_margin():
