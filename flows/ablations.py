@@ -49,6 +49,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def check_args(args: argparse.Namespace, params):
+    """Every command-line value checked as params.yaml's are (docs/params.md), before anything
+    runs: a bad one raises EmofaceError/ValueError, one line naming the flag (exit status 2).
+    Returns (params with --dask applied, ablation ids, model ids, the data folder)."""
+    from emoface.ablations import registry, select
+    from emoface.config import ExecutionParams, parse_model_ids
+    from emoface.errors import ConfigError
+    from emoface.paths import DataPaths, check_data_root
+
+    top = max(a.priority for a in registry().values())
+    if args.priority is not None and not 1 <= args.priority <= top:
+        raise ConfigError(f"--priority {args.priority}: give a priority from 1 to {top} "
+                          "(every ablation of that priority or lower)")
+    if args.dask:
+        try:
+            execution = ExecutionParams.model_validate(
+                {**params.execution.model_dump(), "dask": args.dask})
+        except ValueError:
+            raise ConfigError(f"--dask {args.dask!r}: give the scheduler address, e.g. "
+                              "tcp://HOST:8786") from None
+        params = params.model_copy(update={"execution": execution})
+    only = None
+    if args.only is not None:
+        only = [a.strip() for a in args.only.split(",")]
+        if not any(only) or not all(only):
+            raise ConfigError(f"--only {args.only!r}: an empty ablation id (a stray comma?); "
+                              "give ids separated by commas, e.g. A5,A8")
+    ids = select(priority=args.priority, tier=args.tier, only=only)
+    models = parse_model_ids(args.models) if args.models is not None else list(params.models.study)
+    data = DataPaths(check_data_root(args.data))
+    return params, ids, models, data
+
+
 def _quiet_prefect_env() -> None:
     """Settings that must hold even when run from outside the repository (prefect.toml is read
     from the working directory); an explicit environment variable still wins."""
@@ -162,25 +195,15 @@ def check_backends(summary: dict, params) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from emoface.ablations import build_plan, select
+    from emoface.ablations import build_plan
     from emoface.config import load_params
     from emoface.errors import EmofaceError
-    from emoface.paths import DataPaths
     from emoface.planning import summarize
 
     try:
         params = load_params(args.params)
-        if args.dask:
-            if "://" not in args.dask:
-                raise ValueError(f"--dask {args.dask!r}: give the scheduler address, "
-                                 "e.g. tcp://HOST:8786")
-            params = params.model_copy(update={"execution": params.execution.model_copy(
-                update={"dask": args.dask})})
-        ids = select(priority=args.priority, tier=args.tier,
-                     only=args.only.split(",") if args.only else None)
-        models = args.models.split(",") if args.models else list(params.models.study)
+        params, ids, models, data = check_args(args, params)
         plan = build_plan(params, ids, models)
-        data = DataPaths(args.data)
         workers = None
         if args.dry_run and params.execution.dask:
             from emoface.inference.remote import cluster_backend, workers_per_model

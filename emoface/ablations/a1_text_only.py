@@ -26,7 +26,7 @@ class A1Params(_Frozen):
 
     label_source: Literal["baseline", "intended"] = "baseline"
     # equivalence margin for r(human, image) - r(human, label-only) (docs/analysis-plan.md)
-    margin: float = Field(0.05, gt=0, lt=1)
+    margin: float = Field(0.05, gt=0, lt=1, allow_inf_nan=False)
 
 
 def text_only(params: Params) -> Condition:

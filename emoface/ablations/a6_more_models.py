@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from emoface.ablations.base import BASELINE, Ablation, WorkItem, baseline_items, predictions
 from emoface.config import ModelId, _Frozen, _no_duplicates
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 class A6Params(_Frozen):
     """``ablations.A6``: the extra models run with the baseline protocol."""
 
-    models: tuple[ModelId, ...] = ("simulated/qwen2-vl-7b", "simulated/kimi-vl",
-                                   "simulated/smolvlm2")
+    models: tuple[ModelId, ...] = Field(("simulated/qwen2-vl-7b", "simulated/kimi-vl",
+                                         "simulated/smolvlm2"), max_length=32)
 
     @field_validator("models")
     @classmethod

@@ -8,10 +8,24 @@ that provides the backend is installed. Simulated models need nothing. The first
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from emoface.backends import _import, make_backend, split_model_id
-from emoface.config import InferenceParams
+from emoface.config import InferenceParams, normalize_host
+from emoface.errors import ConfigError
+
+
+def check_ollama_host_env(inference: InferenceParams) -> None:
+    """``OLLAMA_HOST`` read as params.yaml's ``inference.ollama.host`` is (when that is null):
+    ``host:port`` means http://, anything unparseable is refused in one line naming it."""
+    env = os.environ.get("OLLAMA_HOST")
+    if inference.ollama.host is None and env:
+        try:
+            normalize_host(env)
+        except ValueError as err:
+            raise ConfigError(f"OLLAMA_HOST={env!r}: {err} (or set inference.ollama.host in "
+                              "params.yaml)") from None
 
 
 def preflight(model_ids: Iterable[str], inference: InferenceParams, *,
@@ -21,6 +35,7 @@ def preflight(model_ids: Iterable[str], inference: InferenceParams, *,
     for model_id in dict.fromkeys(model_ids):
         backend, _ = split_model_id(model_id)
         if backend == "ollama":
+            check_ollama_host_env(inference)
             b = make_backend(model_id, inference, emotions=tuple(emotions))
             try:
                 b.preflight()
