@@ -74,12 +74,17 @@ def _metrics(data: DataPaths, ablation_id: str) -> Path:
     return data.root / "results" / ablation_id / "metrics.json"
 
 
-def record_analysis(ablation_id: str, key: str | None, data: DataPaths) -> None:
-    """Remember the key an analysis's written results belong to (after it wrote them)."""
+def record_analysis(ablation_id: str, key: str | None, data: DataPaths,
+                    seconds: float | None = None) -> None:
+    """Remember the key an analysis's written results belong to (after it wrote them), and how
+    long it took (``seconds``: the dry run's estimate of the next time it runs)."""
     if key is None:
         return
     out = _metrics(data, ablation_id)
-    _write(out.parent / ANALYSIS_KEY, {"key": key, "metrics_sha256": sha256_file(out)})
+    rec = {"key": key, "metrics_sha256": sha256_file(out)}
+    if seconds is not None:
+        rec["seconds"] = round(seconds, 2)
+    _write(out.parent / ANALYSIS_KEY, rec)
 
 
 def analysis_is_current(ablation_id: str, key: str | None, data: DataPaths) -> bool:

@@ -109,12 +109,13 @@ def print_plan(summary: dict, as_json: bool) -> None:
 
     console = Console(width=max(130, Console().width))
     t = Table(title="Ablations, in the plan's execution order")
-    for col in ("id", "name", "priority", "paper section", "conditions"):
+    for col in ("id", "name", "priority", "paper section", "conditions", "models"):
         t.add_column(col)
     for aid in summary["ablations"]:
         a = REGISTRY[aid]
         n = sum(1 for c in summary["conditions"] if aid in c["needed_by"])
-        t.add_row(aid, a.name, str(a.priority), a.paper_section, str(n))
+        t.add_row(aid, a.name, str(a.priority), a.paper_section, str(n),
+                  ", ".join(summary["models_by_ablation"].get(aid, [])))
     console.print(t)
     c = Table(title="Unique work (after dedupe)")
     for col in ("model", "condition", "stimuli", "needed by", "calls", "done"):
@@ -128,10 +129,28 @@ def print_plan(summary: dict, as_json: bool) -> None:
     lat = "; ".join(f"{m}: {v['seconds_per_call'] * 1000:.1f} ms/call ({v['source']})"
                     + (f" on {workers[m]} Dask worker(s)" if m in workers else "")
                     for m, v in summary["latency"].items())
+    runs = summary["analyses_to_run"]
+    measured = sum(1 for v in runs.values() if v["source"] == "measured")
+    ana = (f"{len(runs)} to run, {measured} timed in earlier runs here, the others at a stated "
+           "default per ablation; + the report" if runs else "none to run")
     console.print(f"calls: naive sum {summary['calls_total']:,} -> unique {summary['calls_unique']:,}"
                   f"; already done {summary['calls_done']:,}; to run "
                   f"{summary['calls_remaining']:,}\nestimated time: "
-                  f"{summary['estimated_seconds'] / 60:.1f} min ({lat})")
+                  f"{summary['estimated_seconds'] / 60:.1f} min = inference "
+                  f"{summary['estimated_inference_seconds'] / 60:.1f} min ({lat}) + analyses "
+                  f"{summary['estimated_analysis_seconds'] / 60:.1f} min ({ana})",
+                  highlight=False)
+    for line in summary["warnings"]:
+        console.print(line, highlight=False, style="bold yellow", soft_wrap=True)
+
+
+def announce_models(summary: dict) -> None:
+    """At the start of a run (stderr): per ablation the models it uses, then one warning line per
+    ablation that still uses a simulated model while others are real."""
+    for aid, models in summary["models_by_ablation"].items():
+        print(f"{aid}: {', '.join(models)}", file=sys.stderr)
+    for line in summary["warnings"]:
+        print(line, file=sys.stderr)
 
 
 def wait_for_records(ids: set[str], timeout_s: float = 60.0) -> int:
@@ -213,13 +232,14 @@ def main(argv: list[str] | None = None) -> int:
                 if workers is None:
                     print(f"note: the Dask scheduler at {params.execution.dask} did not answer; "
                           "the estimate is for one worker per model", file=sys.stderr)
-        summary = summarize(plan, params, data, workers)
+        summary = summarize(plan, params, data, workers, analyses=args.stage != "inference")
     except (EmofaceError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.dry_run:
         print_plan(summary, args.json)
         return 0
+    announce_models(summary)
     try:
         if args.stage in ("all", "inference"):
             check_backends(summary, params)
