@@ -80,8 +80,9 @@ def import_(
     Console().print(f"imported {manifest.height} stimuli into {out.root}", highlight=False)
     if (out.root / CONVERSIONS).is_file():
         n = sum(1 for _ in (out.root / CONVERSIONS).open()) - 1
-        Console().print(f"{n} image(s) were not 8-bit RGB/grayscale and are stored as RGB PNG; "
-                        f"their original modes are in {out.root / CONVERSIONS}", highlight=False)
+        Console().print(f"{n} image(s) were not 8-bit RGB/grayscale or had an EXIF orientation "
+                        "(applied) and are stored as RGB PNG; their original modes and "
+                        f"orientations are in {out.root / CONVERSIONS}", highlight=False)
 
 
 @stimuli_app.command("check")
