@@ -198,11 +198,12 @@ def _up_to_date(plan, params, data, ids: list[str], inference: bool, analyses: b
 
 
 def check_backends(summary: dict, params) -> list[str]:
-    """Preflight every model that still has calls to make (server up, model pulled; seconds)."""
+    """Preflight every model of the plan (server up, model pulled; seconds): the ones with calls
+    to make, and the ones whose stored batches a no-change re-run checks against their model's
+    digest, so a complete store with the server down is one line too, before Prefect starts."""
     from emoface.inference.preflight import preflight
 
-    todo = [c["model_id"] for c in summary["conditions"]
-            if not c["stimuli_known"] or c["calls"] > c["calls_done"]]
+    todo = [c["model_id"] for c in summary["conditions"]]
     if params.execution.dask:
         from emoface.inference.remote import cluster_backend
 
@@ -243,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.stage in ("all", "inference"):
             check_backends(summary, params)
+        else:  # the analyses alone cannot redo a batch: verify every input as the readers will
+            from emoface.uptodate import verify_inputs
+
+            verify_inputs(plan.unique, data)
     except EmofaceError as err:
         if args.debug:
             import traceback
