@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from emoface.ablations import baseline_items, build_plan, run_analysis, select
+from emoface.ablations import baseline_items, build_plan, run_analysis
 from emoface.analysis.context import AnalysisContext
 from emoface.analysis.report import write_result
 from emoface.config import load_params
