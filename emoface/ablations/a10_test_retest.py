@@ -265,4 +265,5 @@ ABLATION = Ablation(
                    "apart) => more consistent than a human rater; below => less.",
     planned_hours=None, needs="no new calls: A3's repeats at T > 0 and the human norms",
     work=work, analysis=analysis, figures=figures,
+    analysis_seconds=7.0,  # CPU s on the embedded set (emoface/planning.py)
 )

@@ -165,4 +165,5 @@ ABLATION = Ablation(
     planned_hours=2.0,
     needs="text-only prompts with each model's own baseline label, both models",
     work=work, analysis=analysis, figures=figures, params=A1Params,
+    analysis_seconds=2.0,  # CPU s on the embedded set (emoface/planning.py)
 )

@@ -162,4 +162,5 @@ ABLATION = Ablation(
     interpretation="Within-category SD rises with T => the output constraint is the main cause.",
     planned_hours=8.0, needs="T in the grid x repeats, both models",
     work=work, analysis=analysis, figures=figures, params=A3Params,
+    analysis_seconds=4.0,  # CPU s on the embedded set (emoface/planning.py)
 )

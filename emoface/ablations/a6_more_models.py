@@ -132,4 +132,5 @@ ABLATION = Ablation(
     interpretation="The same pattern (kappa, collapse) across N >= 4 models => it generalises.",
     planned_hours=4.0, needs="baseline protocol on the extra models",
     work=work, analysis=analysis, figures=figures, params=A6Params,
+    analysis_seconds=2.0,  # CPU s on the embedded set (emoface/planning.py)
 )

@@ -86,6 +86,10 @@ class Ablation:
     analysis: AnalysisFn
     figures: FiguresFn
     params: type[BaseModel] | None = None
+    # seconds the analysis (tables and figures) takes on the embedded set with the default
+    # parameters: the dry run's estimate until it has run in this data folder (then the time it
+    # took there is used)
+    analysis_seconds: float = 30.0
 
 
 def baseline_items(params: Params, models: Sequence[str]) -> list[WorkItem]:

@@ -165,13 +165,15 @@ def test_the_readme_settings_make_every_ablation_real(tmp_path):
 
 
 def test_the_estimate_includes_the_analyses(capsys, tmp_path):
-    from emoface.planning import DEFAULT_ANALYSIS_S, DEFAULT_REPORT_S
+    from emoface.planning import DEFAULT_BASELINE_ANALYSIS_S, DEFAULT_REPORT_S
 
     plan = _dry_json(capsys, "--priority", "1", "--data", str(tmp_path))
-    # nothing stored: the baseline, A1 and A2 run at their stated defaults (10 s each), + report
+    # nothing stored: the baseline, A1 and A2 run at their stated defaults, + the report
     assert set(plan["analyses_to_run"]) == {"baseline", "A1", "A2"}
-    assert DEFAULT_ANALYSIS_S["A1"] == 10.0 and DEFAULT_REPORT_S == 5.0
-    assert plan["estimated_analysis_seconds"] == 10.0 + 10.0 + 10.0 + 5.0
+    base, a1, a2 = (DEFAULT_BASELINE_ANALYSIS_S, REGISTRY["A1"].analysis_seconds,
+                    REGISTRY["A2"].analysis_seconds)
+    assert plan["analyses_to_run"]["A1"] == {"seconds": a1, "source": "default"}
+    assert plan["estimated_analysis_seconds"] == pytest.approx(base + a1 + a2 + DEFAULT_REPORT_S)
     assert plan["estimated_seconds"] == pytest.approx(
         plan["estimated_inference_seconds"] + plan["estimated_analysis_seconds"], abs=0.11)
     # an earlier run here timed A1 at 123.4 s: that replaces its default
@@ -180,15 +182,15 @@ def test_the_estimate_includes_the_analyses(capsys, tmp_path):
         json.dumps({"key": "old", "metrics_sha256": "x", "seconds": 123.4}))
     plan = _dry_json(capsys, "--priority", "1", "--data", str(tmp_path))
     assert plan["analyses_to_run"]["A1"] == {"seconds": 123.4, "source": "measured"}
-    assert plan["estimated_analysis_seconds"] == 10.0 + 123.4 + 10.0 + 5.0
+    total = base + 123.4 + a2 + DEFAULT_REPORT_S
+    assert plan["estimated_analysis_seconds"] == pytest.approx(total)
     # --stage inference runs no analysis
     plan = _dry_json(capsys, "--priority", "1", "--stage", "inference", "--data", str(tmp_path))
     assert plan["estimated_analysis_seconds"] == 0 and plan["analyses_to_run"] == {}
     # the table says so too
     assert main(["--dry-run", "--priority", "1", "--data", str(tmp_path)]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert (10 + 123.4 + 10 + 5) / 60 == pytest.approx(2.47, abs=0.01)
-    assert "+ analyses 2.5 min (3 to run, 1 timed in earlier runs here" in out
+    assert f"+ analyses {total / 60:.1f} min (3 to run, 1 timed in earlier runs here" in out
 
 
 def test_the_start_of_a_run_lists_models_and_warns(capsys, tmp_path, monkeypatch):
