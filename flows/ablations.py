@@ -240,7 +240,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print_plan(summary, args.json)
         return 0
-    announce_models(summary)
     try:
         if args.stage in ("all", "inference"):
             check_backends(summary, params)
@@ -266,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     if (done := _up_to_date(plan, params, data, ids, inference, analyses, args.json,
                             summary["calls_remaining"])) is not None:
         return done
+    announce_models(summary)  # the run starts: its models per ablation, simulated ones flagged
     _quiet_prefect_env()
     from prefect import tags
 
