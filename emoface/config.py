@@ -176,6 +176,18 @@ class MlxParams(_Frozen):
     share_first_turn: int = Field(4, ge=0, le=64)
 
 
+class OpenAIParams(_Frozen):
+    """An OpenAI-compatible server (vLLM, SGLang, llama.cpp's llama-server, LM Studio).
+    ``base_url: null`` means OPENAI_BASE_URL, else http://127.0.0.1:8000/v1. The API key is read
+    only from OPENAI_API_KEY (never from here)."""
+
+    base_url: str | None = Field(None, pattern=r"^https?://\S+$", max_length=2048)
+    concurrency: int = Field(8, ge=1, le=256)
+    timeout_s: Seconds = 300.0
+    retries: int = Field(4, ge=0, le=20)
+    backoff_s: float = Field(1.0, ge=0, le=60, allow_inf_nan=False)
+
+
 class InferenceParams(_Frozen):
     """Generation options (sent explicitly on every request) and batching."""
 
@@ -187,6 +199,7 @@ class InferenceParams(_Frozen):
     ollama: OllamaParams = OllamaParams()
     simulated: SimulatedParams = SimulatedParams()
     mlx: MlxParams = MlxParams()
+    openai: OpenAIParams = OpenAIParams()
 
 
 MODEL_ID_MAX = 256
@@ -206,6 +219,8 @@ def check_model_id(model_id: str) -> str:
     return model_id
 
 
+# the run's own parse of the id (ModelRef.parse: each backend declares its id pattern in the
+# registry, emoface.backends.model_id_pattern() is the union), with a message that lists them
 ModelId = Annotated[str, AfterValidator(check_model_id)]
 Temperature = Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)]
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from emoface.ablations import BASELINE, Plan, WorkItem
+from emoface.backends import ModelRef, backend_concurrency
 from emoface.backends.base import StimulusInput
 from emoface.config import Params
 from emoface.errors import EmofaceError
@@ -38,7 +39,6 @@ from emoface.inference.store import (
 from emoface.paths import DataPaths
 from emoface.prompts import EMOTION_QUESTION
 
-DEFAULT_LATENCY_S = {"simulated": 0.0005, "ollama": 3.0, "mlx": 2.0, "fer": 0.002}
 #: seconds the baseline's analysis takes on the embedded set when it never ran in this data
 #: folder (each ablation states its own: ``Ablation.analysis_seconds``), and the report's. The
 #: stated defaults are the CPU seconds each took here (default parameters, 1,440 stimuli; on a
@@ -46,9 +46,10 @@ DEFAULT_LATENCY_S = {"simulated": 0.0005, "ollama": 3.0, "mlx": 2.0, "fer": 0.00
 #: 10-25 on 2 cores); a run records its own time and the next dry run uses that
 DEFAULT_BASELINE_ANALYSIS_S = 2.0
 DEFAULT_REPORT_S = 5.0
-#: backends whose models are real (a server or weights); "fer" is a real classifier but runs
-#: beside simulated VLMs too, so it alone does not make a plan "real"
-REAL_VLM_BACKENDS = ("ollama", "mlx")
+#: backends that are not a real VLM: the simulator, and the FER classifier (real, but it runs
+#: beside simulated VLMs too, so it alone does not make a plan "real"); every other backend in
+#: the registry (a server or local weights) is a real VLM
+NOT_REAL_VLM_BACKENDS = ("simulated", "fer")
 
 
 def set_size(params: Params, data: DataPaths, name: str) -> int | None:
@@ -133,17 +134,11 @@ def measured_latency(model_id: str, data: DataPaths) -> tuple[float, str]:
         calls = df["n_calls"].sum()
         if calls:
             return float(df["latency_s"].sum() / calls), f"measured over {calls} calls"
-    backend = model_id.split("/", 1)[0]
-    return DEFAULT_LATENCY_S.get(backend, 1.0), "default (never run here)"
+    return ModelRef.parse(model_id).spec.default_latency_s, "default (never run here)"
 
 
 def _concurrency(model_id: str, params: Params) -> int:
-    backend = model_id.split("/", 1)[0]
-    if backend == "ollama":
-        return params.inference.ollama.concurrency
-    if backend == "simulated":
-        return params.inference.simulated.capacity or 8
-    return 1
+    return backend_concurrency(model_id, params.inference)
 
 
 def _backend(model_id: str) -> str:
@@ -175,10 +170,11 @@ def _model_keys(params: Params, aid: str, model_id: str) -> str:
 
 def simulated_warnings(plan: Plan, params: Params) -> list[str]:
     """One line per ablation that still uses a simulated model while the plan has real VLMs
-    (Ollama, MLX) elsewhere; empty when every VLM is real, or every VLM is simulated."""
+    (a server or local weights) elsewhere; empty when every VLM is real, or every VLM is
+    simulated."""
     per = models_by_ablation(plan)
     used = {m for ms in per.values() for m in ms}
-    real = sorted(m for m in used if _backend(m) in REAL_VLM_BACKENDS)
+    real = sorted(m for m in used if _backend(m) not in NOT_REAL_VLM_BACKENDS)
     if not real:
         return []
     lines = []

@@ -25,8 +25,10 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
 
 # The packages whose versions can change a number in the report.
+# (The model servers' client libraries are added from the backend registry: their
+# ``client_package``.)
 NUMERICAL_PACKAGES = ("numpy", "scipy", "statsmodels", "polars", "pandas", "pyarrow", "pandera",
-                      "pingouin", "scikit-learn", "mlx", "mlx-vlm", "ai-edge-litert", "ollama")
+                      "pingouin", "scikit-learn", "mlx", "mlx-vlm", "ai-edge-litert")
 
 
 def _git(*args: str) -> str | None:
@@ -82,9 +84,12 @@ def source_hash(paths: Iterable[Path]) -> str:
 
 def inference_code_hash(backend: str) -> str:
     """The code that decides what a model is asked and how its answer is read: prompts, parser,
-    logit handling, the backend interface and the named backend's module."""
+    logit handling, the backend interface and the named backend's module (from the registry)."""
+    from emoface.backends import BACKENDS
+
     p = PACKAGE_DIR
-    module = p / "backends" / backend  # a backend is a module or a package (mlx)
+    # a backend is a module or a package (mlx)
+    module = p.parent.joinpath(*BACKENDS[backend].module.split("."))
     module = module if module.is_dir() else module.with_suffix(".py")
     return source_hash([p / "prompts.py", p / "parsing.py", p / "logits.py",
                         p / "backends" / "base.py", module])
@@ -99,8 +104,11 @@ def analysis_code_hash() -> str:
 
 def numerical_versions() -> dict[str, str]:
     """Resolved versions of the installed numerical packages (absent ones are left out)."""
+    from emoface.backends import BACKENDS
+
+    clients = tuple(s.client_package for s in BACKENDS.values() if s.client_package)
     out = {}
-    for name in NUMERICAL_PACKAGES:
+    for name in (*NUMERICAL_PACKAGES, *clients):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

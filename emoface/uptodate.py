@@ -175,6 +175,7 @@ def inference_is_current(items: Sequence[WorkItem], params: Params, data: DataPa
         plan_hidden_states,
     )
     from emoface.inference.service import resolve_labels
+    from emoface.results.imported import build_or_stand_in
     from emoface.stimuli.store import load_stimulus_set
 
     sets, backends = {}, {}
@@ -188,8 +189,10 @@ def inference_is_current(items: Sequence[WorkItem], params: Params, data: DataPa
                                                           params.study)
             ss = sets[it.stimulus_set]
             if (it.model_id, it.stimulus_set) not in backends:
-                backends[(it.model_id, it.stimulus_set)] = make_backend(
-                    it.model_id, params.inference, emotions=params.study.emotions, stimulus_set=ss)
+                backends[(it.model_id, it.stimulus_set)] = build_or_stand_in(
+                    it.model_id, lambda it=it, ss=ss: make_backend(
+                        it.model_id, params.inference, emotions=params.study.emotions,
+                        stimulus_set=ss), data.root)
             backend = backends[(it.model_id, it.stimulus_set)]
             if it.kind == "hidden":
                 plan = plan_hidden_states(backend, ss, hstore, params.study.emotions,

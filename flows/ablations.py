@@ -226,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = build_plan(params, ids, models)
         workers = None
         if args.dry_run and params.execution.dask:
-            from emoface.inference.remote import cluster_backend, workers_per_model
+            from emoface.inference.remote import cluster_backend
+            from tasks.dask_scheduler import workers_per_model
 
             if any(cluster_backend(m) for m in models):
                 workers = workers_per_model(params.execution.dask, models)

@@ -67,9 +67,14 @@ class _Backends:
             return self.cache[key]
         key = (model_id, set_name)
         if key not in self.cache:
-            self.cache[key] = make_backend(model_id, self.params.inference,
-                                           emotions=self.params.study.emotions,
-                                           stimulus_set=self.stimuli(set_name))
+            from emoface.results.imported import build_or_stand_in
+
+            # a model that cannot run here but whose answers were imported: a stand-in
+            self.cache[key] = build_or_stand_in(
+                model_id, lambda: make_backend(model_id, self.params.inference,
+                                               emotions=self.params.study.emotions,
+                                               stimulus_set=self.stimuli(set_name)),
+                self.data.root)
         return self.cache[key]
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ from emoface.parsing import STATUSES
 
 EMOTION_STATUSES = (*STATUSES, "not_asked")
 PROTOCOLS = ("context_carry", "single_shot", "text_only")
+ROW_SOURCES = ("native", "imported")
 
 
 class PredictionsSchema(pa.DataFrameModel):
@@ -50,6 +51,13 @@ class PredictionsSchema(pa.DataFrameModel):
     prompt_tokens: int = pa.Field(ge=0)
     completion_tokens: int = pa.Field(ge=0)
     cached_tokens: int = pa.Field(ge=0)
+    # where the answer came from: "native" (asked by this pipeline) or "imported" (`emoface
+    # results import`: the source file, its sha256 and the mapping file's sha256). Optional so
+    # batches stored before these columns existed still read (absent = native).
+    source: Optional[str] = pa.Field(nullable=True, isin=list(ROW_SOURCES))  # noqa: UP045
+    source_file: Optional[str] = pa.Field(nullable=True)  # noqa: UP045
+    source_sha256: Optional[str] = pa.Field(nullable=True, str_matches=r"^[0-9a-f]{64}$")  # noqa: UP045
+    mapping_sha256: Optional[str] = pa.Field(nullable=True, str_matches=r"^[0-9a-f]{64}$")  # noqa: UP045
     # the code that made the row: package version, git commit, uncommitted changes (None: no git)
     emoface_version: str
     code_commit: str

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from prefect import task
 from prefect.tasks import exponential_backoff
 
+from emoface.backends import ModelRef, backend_timeout_s
 from emoface.backends.base import ModelInfo
 from emoface.config import ExecutionParams, InferenceParams
 from emoface.errors import EmofaceError
@@ -35,10 +36,10 @@ from emoface.inference.remote import (
     describe_model,
     eligible_workers,
     pack_stimuli,
-    scheduler_info,
 )
 from emoface.inference.store import PredictionStore
 from tasks import progress, record
+from tasks.dask_scheduler import scheduler_info
 from tasks.inference import retry_transient_only
 
 #: batches in flight per eligible worker: one computing, the next ones queued behind it so the
@@ -102,7 +103,7 @@ class Cluster:
                 f"cannot reach the Dask scheduler at {self.address} within {self.timeout_s:g} s "
                 f"({type(err).__name__}); start it with `dask scheduler` on that machine, or "
                 "drop --dask / execution.dask to run here") from None
-        from emoface.inference.worker import WorkerSetup
+        from tasks.worker import WorkerSetup
 
         # on every worker, present and future: no profiler where it deadlocks, imports warmed
         self.client.register_plugin(WorkerSetup())
@@ -133,7 +134,7 @@ class Cluster:
         deadline = time.monotonic() + self.timeout_s
         while (n := self.eligible_workers(model_id)) == 0:
             if time.monotonic() > deadline:
-                kind = model_id.partition("/")[0]
+                kind = ModelRef.parse(model_id).backend
                 raise ClusterError(
                     f"no Dask worker able to run {model_id} joined {self.address} within "
                     f"{self.timeout_s:g} s; start one on each machine with its model server: "
@@ -150,12 +151,13 @@ class Cluster:
         fut = self.client.submit(describe_model, model_id, inference, tuple(emotions),
                                  resources=self.resources(model_id), pure=False)
         try:
-            served = fut.result(timeout=self.timeout_s + inference.ollama.timeout_s)
+            served = fut.result(timeout=self.timeout_s + backend_timeout_s(model_id, inference))
         except EmofaceError:
             raise
         except TimeoutError:
             raise ClusterError(f"no Dask worker answered for {model_id} within "
-                               f"{self.timeout_s + inference.ollama.timeout_s:g} s") from None
+                               f"{self.timeout_s + backend_timeout_s(model_id, inference):g} s"
+                               ) from None
         return ClusterModel(served)
 
     def run_specs(self, work: Sequence[tuple[ClusterModel, BatchSpec]], store: PredictionStore,

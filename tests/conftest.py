@@ -13,6 +13,12 @@ from emoface.stimuli.generate import generate_stimulus_set
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_sessionfinish(session, exitstatus):
+    from tests.prefect_shared import stop_shared_server
+
+    stop_shared_server()
+
+
 @pytest.fixture(scope="session")
 def small_params() -> Params:
     """2 races x 2 genders x 2 identities x 6 emotions = 48 stimuli."""

@@ -4,7 +4,6 @@ per Ollama host (each worker's OLLAMA_HOST), as separate processes, all stopped 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -13,14 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def local_env(tmp: Path, **extra: str) -> dict[str, str]:
-    """This environment without a Prefect API or Ollama host, Prefect state under ``tmp``."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("PREFECT_API") and k != "OLLAMA_HOST"}
-    env.update(PREFECT_HOME=str(tmp / "prefect-home"), DO_NOT_TRACK="1",
-               PREFECT_RESULTS_LOCAL_STORAGE_PATH=str(tmp / "prefect-results"),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               # Shared CI machines here run at load 20 on 2 cores: a worker's event loop was seen
+def local_env(tmp: Path, *, temporary_server: bool = True, **extra: str) -> dict[str, str]:
+    """This environment without an Ollama host, Prefect state under ``tmp``; Prefect's temporary
+    server unless ``temporary_server`` is False (then the test session's shared one)."""
+    from tests.prefect_shared import flow_env
+
+    env = flow_env(tmp, temporary_server=temporary_server)
+    env.update(# Shared CI machines here run at load 20 on 2 cores: a worker's event loop was seen
                # stalled for 40 s, past Dask's 30 s TCP timeout, and the scheduler dropped it.
                DASK_DISTRIBUTED__COMM__TIMEOUTS__TCP="300s",
                DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="120s", **extra)
@@ -30,9 +28,12 @@ def local_env(tmp: Path, **extra: str) -> dict[str, str]:
 @contextmanager
 def dask_cluster(tmp: Path, worker_hosts: list[str], *, nthreads: int = 4,
                  env: dict[str, str] | None = None, worker_args: list[list[str]] | None = None,
+                 host_var: str = "OLLAMA_HOST",
                  ) -> Iterator[tuple[str, list[subprocess.Popen]]]:
     """Yield the scheduler address and the worker processes (one per Ollama host; worker i gets
-    the extra command-line arguments ``worker_args[i]``, e.g. ``["--resources", "ollama=1"]``)."""
+    the extra command-line arguments ``worker_args[i]``, e.g. ``["--resources", "ollama=1"]``).
+    ``host_var``: the variable that gives each worker its host (``OPENAI_BASE_URL`` for
+    OpenAI-compatible servers)."""
     tmp.mkdir(parents=True, exist_ok=True)
     sched_file = tmp / "scheduler.json"
     procs: list[subprocess.Popen] = []
@@ -60,7 +61,7 @@ def dask_cluster(tmp: Path, worker_hosts: list[str], *, nthreads: int = 4,
                           "--nthreads", str(nthreads), "--no-nanny", "--no-dashboard",
                           "--name", f"w{i}", "--local-directory", str(tmp / f"w{i}"),
                           *((worker_args or [])[i] if i < len(worker_args or []) else [])],
-                         f"worker{i}", OLLAMA_HOST=host)
+                         f"worker{i}", **{host_var: host})
                    for i, host in enumerate(worker_hosts)]
         if worker_hosts:
             from distributed import Client

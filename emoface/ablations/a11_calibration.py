@@ -10,6 +10,14 @@ and left out, as in A5.
 * Within each intended emotion category (the same images for model and humans), the correlation
   of the model's SD (and entropy) with the human SD; the pooled within-category r (both centred
   within category) carries an identity-cluster bootstrap CI (bias-corrected percentile).
+* Mean adjustment: on a 1-9 scale both SDs shrink near 1 and 9, so they correlate through their
+  means. The decision uses the partial r within category of the two SDs given both means and
+  their squares; as a sensitivity analysis, each SD divided by the largest SD possible at its mean
+  (Bhatia-Davis: variance <= (mu - 1)(9 - mu); a human sample SD over n raters sqrt(n / (n - 1))
+  times that) and the pooled within-category r of those; and the unadjusted r. The human SD's
+  sampling error over n raters (about s^2 / (2 (n - 1))) attenuates r: its reliability (after
+  the partialling) and the disattenuated r are reported; the decision uses the attenuated r
+  (attenuation shrinks r towards 0 but cannot move it across 0).
 * Wasserstein-1 distance between the model's distribution and the humans' on the 1-9 scale,
   ``sum_k |F_model(k) - F_human(k)|``, the human distribution a normal with the image's mean and
   SD discretised to 1..9 (bins k +- 0.5, tails folded into 1 and 9): the norms hold means, SDs
@@ -110,6 +118,8 @@ def pooled_within_r(x: np.ndarray, y: np.ndarray, cat: np.ndarray, w: np.ndarray
 def _per_image(ctx: AnalysisContext, model: str) -> pl.DataFrame:
     import polars as pl
 
+    from emoface.analysis.metrics import relative_sd
+
     d = digit_distributions(ctx, model)
     design = ctx.predictions(model).select("stimulus_id", "identity", "intended", "simulated")
     norms = ctx.stimuli().norms
@@ -122,13 +132,86 @@ def _per_image(ctx: AnalysisContext, model: str) -> pl.DataFrame:
         human = discretised_normal(s[f"{f}_mean"].to_numpy(), s[f"{f}_sd"].to_numpy())
         onehot = np.eye(9)[np.clip(s["argmax"].to_numpy() - 1, 0, 8)]
         rows.append(s.select("stimulus_id", "identity", "intended", "field", "digit_mass",
-                             "flagged", "argmax").with_columns(
+                             "flagged", "argmax", "n_raters").with_columns(
             pl.lit(model).alias("model_id"), pl.Series("model_expected", mom["expected"]),
             pl.Series("model_sd", mom["sd"]), pl.Series("model_entropy", mom["entropy"]),
             s[f"{f}_mean"].alias("human_mean"), s[f"{f}_sd"].alias("human_sd"),
+            pl.Series("model_relative_sd", relative_sd(mom["sd"], mom["expected"])),
+            pl.Series("human_relative_sd", relative_sd(s[f"{f}_sd"].to_numpy(),
+                                                       s[f"{f}_mean"].to_numpy(),
+                                                       n=s["n_raters"].to_numpy())),
             pl.Series("w1_distribution", wasserstein_1(p, human)),
             pl.Series("w1_answer", wasserstein_1(onehot, human))))
     return pl.concat(rows)
+
+
+def human_sd_reliability(resid: np.ndarray, sd: np.ndarray, n: np.ndarray, dof: int) -> float:
+    """Reliability of the human SD as it enters A11's correlation: 1 - (mean sampling variance
+    of the SD) / (variance of ``resid``, the human SD's residuals after what the correlation
+    partials out, over ``dof`` degrees of freedom).
+
+    The sampling variance of a sample SD over n raters is about s^2 / (2 (n - 1)) (normal
+    theory; on a bounded 1-9 scale only approximate), and it does not depend on the image's mean
+    or category, so it is the same in the residuals. NaN when any image has fewer than 2 raters
+    (its SD is not measured) or no degrees of freedom are left."""
+    sd, n, resid = (np.asarray(a, float) for a in (sd, n, resid))
+    if dof < 1 or (n < 2).any():
+        return float("nan")
+    err = sd**2 / (2 * (n - 1))
+    var = (resid**2).sum() / dof
+    return float(1 - err.mean() / var) if var > 0 else float("nan")
+
+
+def _adjusted(ctx: AnalysisContext, ok: pl.DataFrame, w: np.ndarray) -> dict[str, float]:
+    """The mean-adjusted correlations of the model's SD with the human SD (docs/analysis-plan.md,
+    A11): (primary) the partial r within category given both means and their squares;
+    (sensitivity) the pooled within-category r of the SDs relative to the largest SD possible at
+    their means; the human SD's reliability and the disattenuated primary r."""
+    from emoface.analysis import metrics as M
+
+    cat = ok["intended"].to_numpy().astype(str)
+    # primary: partial r within category (residuals on category dummies, both means, squares)
+    e, m = (ok[c].to_numpy().astype(float) for c in ("model_expected", "human_mean"))
+    x, y = (ok[c].to_numpy().astype(float) for c in ("model_sd", "human_sd"))
+    good = np.isfinite(x) & np.isfinite(y) & np.isfinite(e) & np.isfinite(m)
+    cats = np.unique(cat[good])
+    z = np.column_stack([*(cat[good] == c for c in cats), e[good], e[good] ** 2, m[good],
+                         m[good] ** 2]).astype(float)
+    z[:, len(cats):] -= z[:, len(cats):].mean(0)  # centred columns: a better-conditioned solve
+    ones = np.ones((1, int(good.sum())))
+    point = float(M.w_partial_r(x[good], y[good], z, ones)[0])
+    lo, hi = M.percentile_ci(M.w_partial_r(x[good], y[good], z, w[:, good]), ctx.a.alpha,
+                             point)
+    out: dict[str, float] = {"n_adjusted": int(good.sum()), "r_partial_means": point,
+                             "r_partial_low": lo, "r_partial_high": hi}
+    coef = np.linalg.lstsq(z, y[good], rcond=None)[0]
+    rho = human_sd_reliability(y[good] - z @ coef, y[good],
+                               ok["n_raters"].to_numpy().astype(float)[good],
+                               int(good.sum()) - z.shape[1])
+    k = 1 / np.sqrt(rho) if np.isfinite(rho) and rho > 0 else np.nan
+    out.update(human_sd_reliability=rho, r_partial_disattenuated=point * k,
+               r_partial_disattenuated_low=lo * k, r_partial_disattenuated_high=hi * k)
+    # sensitivity: the SDs relative to the largest SD possible at their means
+    rm, rh = (ok[c].to_numpy().astype(float) for c in ("model_relative_sd", "human_relative_sd"))
+    fin = np.isfinite(rm) & np.isfinite(rh)
+    point = float(pooled_within_r(rm[fin], rh[fin], cat[fin], np.ones((1, int(fin.sum()))))[0])
+    lo, hi = M.percentile_ci(pooled_within_r(rm[fin], rh[fin], cat[fin], w[:, fin]),
+                             ctx.a.alpha, point)
+    out.update(n_relative=int(fin.sum()), r_relative_sd=point, r_relative_low=lo,
+               r_relative_high=hi)
+    return out
+
+
+def _disattenuation_text(r: dict) -> str:
+    from emoface.analysis.common import fmt
+
+    rho = r["human_sd_reliability"]
+    if not np.isfinite(rho):
+        return "human-SD reliability unknown (images with < 2 raters): not disattenuated"
+    if rho <= 0:
+        return (f"human-SD reliability {fmt(rho)}: the human SDs vary no more than their "
+                "normal-theory sampling error, not disattenuated")
+    return f"human-SD reliability {fmt(rho)}, disattenuated {fmt(r['r_partial_disattenuated'])}"
 
 
 def _summaries(ctx: AnalysisContext, per_image: pl.DataFrame) -> tuple[list[dict], list[dict]]:
@@ -153,6 +236,7 @@ def _summaries(ctx: AnalysisContext, per_image: pl.DataFrame) -> tuple[list[dict
             point = float(pooled_within_r(x, hsd, cat, ones)[0])
             lo, hi = M.percentile_ci(pooled_within_r(x, hsd, cat, w), ctx.a.alpha, point)
             row.update({f"r_{name}_human_sd": point, f"r_{name}_low": lo, f"r_{name}_high": hi})
+        row.update(_adjusted(ctx, ok, w))
         w1d, w1a = (ok[c].to_numpy().astype(float) for c in ("w1_distribution", "w1_answer"))
         diff = float((w1a - w1d).mean())
         lo, hi = M.percentile_ci((w * (w1a - w1d)).sum(1) / w.sum(1), ctx.a.alpha, diff)
@@ -185,23 +269,37 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     per_image = pl.concat([_per_image(ctx, m) for m in ctx.models])
     main, by_cat = _summaries(ctx, per_image)
     table = pl.DataFrame(main)
-    verdicts, outcomes = [], []
+    verdicts, outcomes, sens = [], [], []
     for r in table.filter(pl.col("field") == "arousal").iter_rows(named=True):
-        o = _outcome(r["r_sd_low"], r["r_sd_high"])
+        o = _outcome(r["r_partial_low"], r["r_partial_high"])
+        o_relative = _outcome(r["r_relative_low"], r["r_relative_high"])
+        o_raw = _outcome(r["r_sd_low"], r["r_sd_high"])
         outcomes.append(o)
-        verdicts.append(f"{r['model_id']}: within-category r(model SD, human SD) of arousal "
+        sens.append({"model_id": r["model_id"], "partial_on_means": o, "relative_sd": o_relative,
+                     "unadjusted": o_raw})
+        verdicts.append(f"{r['model_id']}: partial r of the model's and the humans' arousal SD "
+                        f"within category, given both means (and their squares) "
+                        f"{_fmt(r['r_partial_means'])} [{_fmt(r['r_partial_low'])}, "
+                        f"{_fmt(r['r_partial_high'])}] (identity bootstrap; "
+                        f"{_disattenuation_text(r)}) -> {o.replace('_', ' ')}; SDs relative to "
+                        f"the largest SD possible at their means {_fmt(r['r_relative_sd'])} "
+                        f"[{_fmt(r['r_relative_low'])}, {_fmt(r['r_relative_high'])}] -> "
+                        f"{o_relative.replace('_', ' ')}; unadjusted r(model SD, human SD) "
                         f"{_fmt(r['r_sd_human_sd'])} [{_fmt(r['r_sd_low'])}, "
-                        f"{_fmt(r['r_sd_high'])}] (identity bootstrap; entropy "
+                        f"{_fmt(r['r_sd_high'])}] -> {o_raw.replace('_', ' ')} (entropy "
                         f"{_fmt(r['r_entropy_human_sd'])}); mean SD model "
                         f"{_fmt(r['mean_model_sd'])} vs humans {_fmt(r['mean_human_sd'])}; W1 to "
                         f"the humans: distribution {_fmt(r['mean_w1_distribution'])}, single "
                         f"answer {_fmt(r['mean_w1_answer'])}; {r['n_flagged']} images flagged "
-                        f"(digit mass < {ctx.a.digit_mass_threshold:g}) -> {o.replace('_', ' ')}")
+                        f"(digit mass < {ctx.a.digit_mass_threshold:g})"
+                        + ("" if o == o_relative else " (the two mean adjustments disagree)"))
     frames = [ctx.predictions(m) for m in ctx.models]
     cat_df = pl.DataFrame(by_cat)
     return AblationResult(
-        "A11", "A11 (rule: model SD rising with human SD within categories, CI above 0 => the "
-        "model's uncertainty mirrors human disagreement): " + "; ".join(verdicts),
+        "A11", "A11 (rule: the model's SD rising with the human SD within categories once both "
+        "means are partialled out (the 1-9 scale's bounds shrink both SDs near 1 and 9), CI "
+        "above 0 => the model's uncertainty mirrors human disagreement; every model must "
+        "support): " + "; ".join(verdicts),
         outcomes[0] if len(set(outcomes)) == 1 else "cannot_tell",
         tables={"main": table, "by_category": cat_df,
                 "per_image": per_image},
@@ -210,6 +308,7 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
         metrics={"digit_mass_threshold": ctx.a.digit_mass_threshold,
                  "human_distribution": "discretised normal (norms: mean, SD)",
                  "category": "intended emotion", "rows": table.to_dicts(),
+                 "decided_on": "r_partial_means", "outcome_by_adjustment": sens,
                  "by_category": cat_df.to_dicts()},
         simulated=any(bool(f["simulated"].any()) for f in frames), provenance=_provenance(frames))
 

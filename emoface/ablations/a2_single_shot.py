@@ -59,11 +59,12 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     from emoface.analysis.common import AblationResult, fmt, word
 
     single = Condition(protocol="single_shot")
-    rows, parse, frames = [], [], []
+    rows, parse, frames, signal = [], [], [], []
     for m in ctx.models:
         carry, ss = ctx.predictions(m), ctx.predictions(m, single)
         frames += [carry, ss]
         rows += C.paired_rows(ctx, m, carry, ss, "context_carry", "single_shot")
+        signal += C.signal_paired_rows(ctx, m, carry, ss, "context_carry", "single_shot")
         for name, df in (("context_carry", carry), ("single_shot", ss)):
             for f in ("emotion", *M.FIELDS):
                 counts = df.group_by(f"{f}_status", maintain_order=True).len()
@@ -71,23 +72,38 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
                           for s, n in counts.iter_rows()]
     table = pl.DataFrame(rows)
     overall, per, fam = _grouping_verdicts(table, list(ctx.models), "arousal", ctx.a.alpha)
+    signal_overall = C.signal_verdicts(signal, ctx.a.alpha)
+    sig = {r["model_id"]: r for r in signal if r["grouping"] == "intended"}
     verdicts = []
     for r in fam.filter(pl.col("grouping") == "intended").iter_rows(named=True):
+        s_ = sig[r["model_id"]]
         verdicts.append(f"{r['model_id']}: within-category SD of arousal {fmt(r['context_carry'])}"
                         f" (context-carry) -> {fmt(r['single_shot'])} (single-shot), difference "
                         f"{fmt(r['difference'])} [{fmt(r['diff_low'])}, {fmt(r['diff_high'])}], "
                         f"p = {fmt(r['p'], 4)} (Holm {fmt(r['p_holm'], 4)}) -> "
-                        f"{word(r['outcome'])}")
+                        f"{word(r['outcome'])}; within-category r with the human means "
+                        f"{fmt(s_['r_context_carry'])} -> {fmt(s_['r_single_shot'])}, difference "
+                        f"{fmt(s_['r_difference'])} [{fmt(s_['r_diff_low'])}, "
+                        f"{fmt(s_['r_diff_high'])}] (Holm p {fmt(s_['p_holm'], 4)}; slope "
+                        f"{fmt(s_['slope_context_carry'])} -> {fmt(s_['slope_single_shot'])}) -> "
+                        f"{word(s_['outcome'])}")
     outcome = C.across_definitions(overall)
+    signal_outcome, reading, both, line = C.reading_line(overall, signal_overall)
     return AblationResult(
         "A2", "A2 (rule: within-category SD of arousal (intended emotion, same images) rises in "
-        f"single-shot => anchoring; family: {len(ctx.models)} model(s), Holm): "
-        + "; ".join(verdicts) + C.definitions_line(overall), outcome,
-        tables={"main": table, "verdict_tests": fam, "parse_outcomes": pl.DataFrame(parse)},
+        f"single-shot => anchoring; signal: the pooled within-category r of arousal with the "
+        f"human means, single-shot minus context-carry; each family: {len(ctx.models)} "
+        f"model(s), Holm): " + "; ".join(verdicts) + C.definitions_line(overall)
+        + line, outcome,
+        tables={"main": table, "verdict_tests": fam, "signal": pl.DataFrame(signal),
+                "parse_outcomes": pl.DataFrame(parse)},
         plots={"paired_differences": table.select("model_id", "metric", "difference",
                                                    "diff_low", "diff_high")},
         metrics={"rows": table.to_dicts(), "outcome_by_grouping": overall,
-                 "family": "arousal x models"},
+                 "family": "arousal x models",
+                 "signal": {"rows": signal, "outcome_by_grouping": signal_overall,
+                            "outcome": signal_outcome, "both_rules": both, "reading": reading,
+                            "family": "arousal x models"}},
         simulated=C.any_simulated(frames), provenance=C.provenance(frames))
 
 

@@ -95,12 +95,13 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
     from emoface.analysis.common import AblationResult, fmt, word
     from emoface.analysis.stats import bc_pvalue
 
-    rows, restored_rows, frames = [], [], []
+    rows, restored_rows, frames, signal = [], [], [], []
     for fp16_id, q4_id in a4_contrasts(ctx):
         q4, fp16 = ctx.predictions(q4_id), ctx.predictions(fp16_id)
         frames += [q4, fp16]
         name = f"{q4_id} vs {fp16_id}"
         rows += C.paired_rows(ctx, name, q4, fp16, "q4", "fp16")
+        signal += C.signal_paired_rows(ctx, name, q4, fp16, "q4", "fp16")
         w = C.boot_weights(ctx, q4["identity"].to_list())
         for f in M.FIELDS:
             xq, xf = q4[f].to_numpy().astype(float), fp16[f].to_numpy().astype(float)
@@ -128,19 +129,30 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
         r.setdefault("p_holm", np.nan)
         r.setdefault("outcome", "")
     restored = pl.DataFrame(restored_rows)
+    signal_overall = C.signal_verdicts(signal, ctx.a.alpha)
+    sig = {r["model_id"]: r for r in signal if r["grouping"] == "intended"}
     verdicts = [f"{r['model_id']}: share of within-category arousal variance restored at FP16 "
                 f"{fmt(100 * r['restored'], 1)} % [{fmt(100 * r['restored_low'], 1)}, "
                 f"{fmt(100 * r['restored_high'], 1)}], p = {fmt(r['p'], 4)} (Holm "
                 f"{fmt(r['p_holm'], 4)}) -> {word(r['outcome'])} the quantization account; the CI "
                 f"{RANGE_PHRASE.get(r['plan_range'], r['plan_range'])} the plan's 20-30 % "
-                "estimate"
-                for r in restored_rows if r["field"] == "arousal" and r["grouping"] == "intended"]
+                f"estimate; within-category r with the human means {fmt(s_['r_q4'])} (4-bit) -> "
+                f"{fmt(s_['r_fp16'])} (FP16), difference {fmt(s_['r_difference'])} "
+                f"[{fmt(s_['r_diff_low'])}, {fmt(s_['r_diff_high'])}] (Holm p "
+                f"{fmt(s_['p_holm'], 4)}; slope {fmt(s_['slope_q4'])} -> {fmt(s_['slope_fp16'])})"
+                f" -> {word(s_['outcome'])}"
+                for r in restored_rows if r["field"] == "arousal" and r["grouping"] == "intended"
+                for s_ in [sig[r["model_id"]]]]
+    outcome = C.across_definitions(overall)
+    signal_outcome, reading, both, line = C.reading_line(overall, signal_overall)
     return AblationResult(
         "A4", "A4 (rule: share of within-category variance (intended emotion, same images) "
         "restored at FP16 > 0 => quantization removes variance; the CI compared with the plan's "
-        f"20-30 %; family: {len(a4_contrasts(ctx))} contrast(s), Holm): " + "; ".join(verdicts)
-        + C.definitions_line(overall) + _a4_self_note(ctx)[0], C.across_definitions(overall),
-        tables={"main": restored, "paired": table},
+        "20-30 %; signal: the pooled within-category r of arousal with the human means, FP16 "
+        f"minus 4-bit; each family: {len(a4_contrasts(ctx))} contrast(s), Holm): "
+        + "; ".join(verdicts) + C.definitions_line(overall) + line + _a4_self_note(ctx)[0],
+        outcome,
+        tables={"main": restored, "paired": table, "signal": pl.DataFrame(signal)},
         plots={"paired_differences": table.select("metric", "difference", "diff_low",
                                                    "diff_high")},
         # nested dicts of numbers (DVC metrics show dicts, not lists): contrast/field/grouping
@@ -152,7 +164,10 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
                             for f in M.FIELDS} for r in restored_rows},
                  "restored_rows": restored.to_dicts(), "rows": table.to_dicts(),
                  "outcome_by_grouping": overall, "plan_range": list(PLAN_RANGE),
-                 "family": "arousal x contrasts", **_a4_self_note(ctx)[1]},
+                 "family": "arousal x contrasts", **_a4_self_note(ctx)[1],
+                 "signal": {"rows": signal, "outcome_by_grouping": signal_overall,
+                            "outcome": signal_outcome, "both_rules": both, "reading": reading,
+                            "family": "arousal x contrasts"}},
         simulated=C.any_simulated(frames), provenance=C.provenance(frames))
 
 

@@ -28,7 +28,9 @@ def baseline(ctx: AnalysisContext) -> AblationResult:
     frames = {(m, BASELINE.condition_id): ctx.predictions(m) for m in models}
     table = M.metrics_table(frames, ctx.emotions, alpha=ctx.a.alpha, n_boot=ctx.a.bootstrap,
                             seed=ctx.a.seed)
-    human = M.human_within_category_sd(next(iter(frames.values())))
+    first = next(iter(frames.values()))
+    human = M.human_within_category_sd(first)
+    human_rater = M.human_single_rater_within_category_sd(first)
     conf = pl.concat([M.confusion(df, ctx.emotions).with_columns(pl.lit(m).alias("model_id"))
                       for (m, _), df in frames.items()])
     lines = [f"{r['model_id']}: accuracy {fmt(r['accuracy'])}, kappa {fmt(r['kappa'])} "
@@ -36,19 +38,23 @@ def baseline(ctx: AnalysisContext) -> AblationResult:
              f"answers outside the set excluded; 7-column kappa {fmt(r['kappa7'])}), "
              + ("no valence/arousal (a classifier)" if r["model_id"].startswith("fer/") else
                 f"arousal r {fmt(r['arousal_r'])}, within-category SD of arousal by intended "
-                f"emotion {fmt(r['arousal_within_category_sd'])} (humans, same images "
+                f"emotion {fmt(r['arousal_within_category_sd'])} (one human rater, same images "
+                f"{fmt(r['arousal_human_rater_within_category_sd'])}; human means "
                 f"{fmt(r['arousal_human_within_category_sd'])}; correctly labelled images "
-                f"{fmt(r['arousal_within_correct_sd'])} vs "
-                f"{fmt(r['arousal_human_within_correct_sd'])}; by the model's own label "
-                f"{fmt(r['arousal_within_label_sd'])} vs "
-                f"{fmt(r['arousal_human_within_label_sd'])})")
+                f"{fmt(r['arousal_within_correct_sd'])} vs one rater "
+                f"{fmt(r['arousal_human_rater_within_correct_sd'])} (means "
+                f"{fmt(r['arousal_human_within_correct_sd'])}); by the model's own label "
+                f"{fmt(r['arousal_within_label_sd'])} vs one rater "
+                f"{fmt(r['arousal_human_rater_within_label_sd'])} (means "
+                f"{fmt(r['arousal_human_within_label_sd'])}))")
              for r in table.iter_rows(named=True)]
     return AblationResult(
         "baseline", "Baseline (context-carry, T = 0): " + "; ".join(lines), "not_applicable",
         tables={"main": table, "confusion": conf},
         metrics={"models": {r["model_id"]: {k: v for k, v in r.items() if k != "model_id"}
                             for r in table.iter_rows(named=True)},
-                 "human_within_category_sd": human},
+                 "human_within_category_sd": human,
+                 "human_single_rater_within_category_sd": human_rater},
         plots={"within_category_sd": table.select("model_id", "valence_within_category_sd",
                                                   "arousal_within_category_sd")},
         simulated=bool(table["simulated"].any()),

@@ -167,3 +167,128 @@ def paired_rows(ctx: AnalysisContext, model: str, a: pl.DataFrame, b: pl.DataFra
                      "difference": d, "diff_low": lo, "diff_high": hi,
                      "p": bc_pvalue(samples, d)})
     return rows
+
+
+# --- signal vs noise in a "collapse" verdict (A2, A3, A4, A6; docs/analysis-plan.md) ---------
+
+SIGNAL_FIELD = "arousal"
+
+
+def correct_in_all(frames: Sequence[pl.DataFrame]) -> np.ndarray:
+    """The images every frame (arm or condition) labels correctly: the ``correct`` grouping of a
+    comparison of several arms uses the same images in all of them."""
+    return np.logical_and.reduce([_correct(f) for f in frames])
+
+
+def signal_paired_rows(ctx: AnalysisContext, model: str, a: pl.DataFrame, b: pl.DataFrame,
+                       label_a: str, label_b: str, field: str = SIGNAL_FIELD) -> list[dict]:
+    """b - a of the pooled within-category Pearson r and slope of the model's rating on the
+    human mean rating, per grouping, over the images both arms rated (``correct``: labelled
+    correctly in both), with identity-bootstrap BC CIs and p (the images are paired; the same
+    resampled identities as :func:`paired_rows`)."""
+    w = boot_weights(ctx, a["identity"].to_list())
+    one = np.ones((1, a.height))
+    xa, xb = a[field].to_numpy().astype(float), b[field].to_numpy().astype(float)
+    rows = []
+    for g in M.GROUPINGS:
+        keep = pair_keep(a, b, field, g)
+        (ra1, sa1), (rb1, sb1) = (M.w_grouped_signal(d, x, field, g, one, keep)
+                                  for d, x in ((a, xa), (b, xb)))
+        (ra, sa), (rb, sb) = (M.w_grouped_signal(d, x, field, g, w, keep)
+                              for d, x in ((a, xa), (b, xb)))
+        row = {"model_id": model, "field": field, "grouping": g, "n_images": int(keep.sum())}
+        for key, pa_, pb_, samples in (("r", ra1[0], rb1[0], rb - ra),
+                                       ("slope", sa1[0], sb1[0], sb - sa)):
+            d = float(pb_ - pa_)
+            lo, hi = M.percentile_ci(samples, ctx.a.alpha, d)
+            row.update({f"{key}_{label_a}": float(pa_), f"{key}_{label_b}": float(pb_),
+                        f"{key}_difference": d, f"{key}_diff_low": lo, f"{key}_diff_high": hi,
+                        f"{key}_p": bc_pvalue(samples, d)})
+        row["p"] = row["r_p"]
+        rows.append(row)
+    return rows
+
+
+def signal_verdicts(rows: list[dict], alpha: float, estimate: str = "r_difference"
+                    ) -> dict[str, str]:
+    """Holm over the family (the rows of one grouping: models or contrasts) on ``p``; each row
+    gets ``p_holm`` and ``outcome`` (supports: within-category agreement rises); returns
+    {grouping: combined outcome}."""
+    overall = {}
+    for g in M.GROUPINGS:
+        fam = [r for r in rows if r["grouping"] == g]
+        if not fam:
+            continue
+        add_holm(fam)
+        for r in fam:
+            r["outcome"] = p_outcome(r["p_holm"], r[estimate], alpha)
+        overall[g] = combine([r["outcome"] for r in fam])
+    return overall
+
+
+SPREAD = {SUPPORTS: "spread rises", NOT_SUPPORTED: "spread falls",
+          CANNOT_TELL: "no detectable change in spread",
+          DEFINITION_SENSITIVE: "the spread rule is definition-sensitive"}
+AGREEMENT = {SUPPORTS: "within-category agreement with humans rises",
+             NOT_SUPPORTED: "within-category agreement with humans falls",
+             CANNOT_TELL: "within-category agreement with humans does not change detectably",
+             DEFINITION_SENSITIVE: "the agreement rule is definition-sensitive"}
+
+
+# what the two rules say together, beyond "the rules disagree" (a change of spread: A2, A3, A4)
+CHANGE_NOTES = {(SUPPORTS, SUPPORTS): ": the added spread carries signal",
+                (SUPPORTS, CANNOT_TELL): ": the added variance is noise (the rules disagree)",
+                (SUPPORTS, NOT_SUPPORTED): ": the added variance is noise that dilutes the signal "
+                                           "(the rules disagree)"}
+# A6: the models against one human rater
+RATER_SPREAD = {SUPPORTS: "every model's spread is narrower than one human rater's",
+                NOT_SUPPORTED: "some model's spread is wider than one human rater's",
+                CANNOT_TELL: "the spread is not clearly narrower than one human rater's for "
+                             "every model",
+                DEFINITION_SENSITIVE: "the spread rule is definition-sensitive"}
+RATER_SIGNAL = {SUPPORTS: "every model's signal (within-category slope on the human means) is "
+                          "smaller than one human rater's",
+                NOT_SUPPORTED: "some model's signal is larger than one human rater's",
+                CANNOT_TELL: "the signal is not clearly smaller than one human rater's for every "
+                             "model",
+                DEFINITION_SENSITIVE: "the signal rule is definition-sensitive"}
+RATER_NOTES = {(NOT_SUPPORTED, SUPPORTS): ": the extra spread is noise around a collapsed signal "
+                                          "(the rules disagree)",
+               (CANNOT_TELL, SUPPORTS): ": noise fills the spread of a collapsed signal (the "
+                                        "rules disagree)"}
+
+
+def signal_reading(sd_outcome: str, signal_outcome: str, spread: dict | None = None,
+                   agreement: dict | None = None, notes: dict | None = None) -> str:
+    """How the plan's SD rule and the signal rule read together (docs/analysis-plan.md)."""
+    spread, agreement = spread or SPREAD, agreement or AGREEMENT
+    notes = CHANGE_NOTES if notes is None else notes
+    rule = "" if sd_outcome == DEFINITION_SENSITIVE else f" (plan's rule: {word(sd_outcome)})"
+    head = f"{spread[sd_outcome]}{rule}; {agreement[signal_outcome]}"
+    if (sd_outcome, signal_outcome) in notes:
+        return head + notes[(sd_outcome, signal_outcome)]
+    if sd_outcome == signal_outcome or DEFINITION_SENSITIVE in (sd_outcome, signal_outcome):
+        return head
+    return head + " (the rules disagree)"
+
+
+def both_rules(sd_outcome: str, signal_outcome: str) -> str:
+    """The outcome of the SD rule and the signal rule together: the common one, else
+    cannot_tell (as for several units, :func:`combine`)."""
+    return combine([sd_outcome, signal_outcome])
+
+
+def reading_line(overall: dict[str, str], signal_overall: dict[str, str], **vocab
+                 ) -> tuple[str, str, str, str]:
+    """(signal outcome, reading, both rules, the sentence for the verdict) of an ablation: the
+    reading of the combined outcomes, plus that of the primary grouping when either rule is
+    definition-sensitive; ``vocab``: the phrases of :func:`signal_reading`."""
+    sd_outcome, signal_outcome = across_definitions(overall), across_definitions(signal_overall)
+    reading = signal_reading(sd_outcome, signal_outcome, **vocab)
+    if DEFINITION_SENSITIVE in (sd_outcome, signal_outcome):
+        reading += ("; intended-emotion grouping: "
+                    + signal_reading(overall["intended"], signal_overall["intended"], **vocab))
+    both = both_rules(sd_outcome, signal_outcome)
+    line = (". Signal" + definitions_line(signal_overall).removeprefix(";")
+            + f". Reading: {reading}; both rules: {word(both)}")
+    return signal_outcome, reading, both, line

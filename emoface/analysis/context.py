@@ -44,16 +44,21 @@ class AnalysisContext:
         return self._sets[name]
 
     def design(self, name: str | None = None) -> pl.DataFrame:
-        """Manifest (intended emotion, race, gender, identity) + norms where the set has them."""
+        """Manifest (intended emotion, race, gender, identity) + norms (per-image mean, SD, rater
+        count) where the set has them."""
         s = self.stimuli(name)
         d = s.manifest.select("stimulus_id", pl.col("emotion").alias("intended"), "race",
                               "gender", "identity", "source")
         if s.norms is not None:
-            d = d.join(s.norms.select("stimulus_id", "valence_mean", "arousal_mean"),
+            d = d.join(s.norms.select("stimulus_id", "valence_mean", "arousal_mean",
+                                      "valence_sd", "arousal_sd", "n_raters"),
                        on="stimulus_id", how="left")
         else:
             d = d.with_columns(pl.lit(None, pl.Float64).alias("valence_mean"),
-                               pl.lit(None, pl.Float64).alias("arousal_mean"))
+                               pl.lit(None, pl.Float64).alias("arousal_mean"),
+                               pl.lit(None, pl.Float64).alias("valence_sd"),
+                               pl.lit(None, pl.Float64).alias("arousal_sd"),
+                               pl.lit(None, pl.Int64).alias("n_raters"))
         return d
 
     def predictions(self, model_id: str, condition: Condition = BASELINE,

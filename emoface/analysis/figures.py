@@ -73,8 +73,11 @@ def baseline_figures(result: AblationResult, folder: Path) -> list[Path]:
     ax.bar(x - 0.2, m["arousal_within_category_sd"], 0.4, label="arousal")
     ax.bar(x + 0.2, m["valence_within_category_sd"], 0.4, label="valence")
     human = result.metrics["human_within_category_sd"]
-    ax.axhline(human["arousal"], color="C0", ls="--", lw=1, label="humans (arousal)")
-    ax.axhline(human["valence"], color="C1", ls="--", lw=1, label="humans (valence)")
+    rater = result.metrics.get("human_single_rater_within_category_sd", {})
+    for i, f in enumerate(("arousal", "valence")):
+        if rater.get(f) is not None and np.isfinite(rater[f]):
+            ax.axhline(rater[f], color=f"C{i}", ls="-", lw=1, label=f"one human rater ({f})")
+        ax.axhline(human[f], color=f"C{i}", ls="--", lw=1, label=f"human means ({f})")
     ax.set_xticks(x, m["model_id"], rotation=20, ha="right", fontsize=7)
     ax.set_ylabel("mean SD within a category")
     ax.legend(fontsize=7)

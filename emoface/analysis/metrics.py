@@ -14,8 +14,11 @@ Definitions used everywhere (one place, one name; docs/analysis-plan.md states t
     never the primary figure.
 
   ``*_human_within_*`` columns are the human norms' per-image means over exactly those images and
-  groups. Verdicts that depend on the within-category SD are computed under all three groupings;
-  when they disagree the outcome is "definition-sensitive".
+  groups; ``*_human_rater_within_*`` columns are ONE human rater's within-category SD over the
+  same images and groups (:func:`single_rater_within_category_sd`), the like-with-like reference
+  of one model rating (a mean of many raters spreads less than one rater). Verdicts that depend
+  on the within-category SD are computed under all three groupings; when they disagree the
+  outcome is "definition-sensitive".
 * kappa — Cohen's kappa of the square 6 x 6 table over rows with a usable in-set answer; other
   answers (out-of-set words, refusals, unparseable) are excluded and counted in ``n_excluded``.
   ``kappa7`` is the 7-column version over all rows: every non-usable answer is the category
@@ -292,6 +295,8 @@ def core_metrics(df: pl.DataFrame, emotions: Sequence[str], *, alpha: float = 0.
             col = GROUPING_COLUMN[g]
             out[f"{f}_{col}"] = within_category_sd(df, f, by=g)
             out[f"{f}_human_{col}"] = within_category_sd(df, f"{f}_mean", by=g, rated=f)
+            # the like-with-like reference: one human rater (primary; the means: sensitivity)
+            out[f"{f}_human_rater_{col}"] = single_rater_within_category_sd(df, f, by=g, rated=f)
     return out
 
 
@@ -310,3 +315,189 @@ def human_within_category_sd(df: pl.DataFrame) -> dict[str, float]:
     """The human norms' within-category SD (per-image means, intended emotion, all images); the
     per-model reference over the model's own rated images is in core_metrics' ``*_human_*``."""
     return {f: within_category_sd(df, f"{f}_mean", by="intended") for f in FIELDS}
+
+
+def human_single_rater_within_category_sd(df: pl.DataFrame) -> dict[str, float]:
+    """One human rater's within-category SD (intended emotion, all images; the norms' means, SDs
+    and rater counts): the reference a single model rating is compared with."""
+    return {f: single_rater_within_category_sd(df, f) for f in FIELDS}
+
+
+# --- one human rater as the reference of one model rating (docs/analysis-plan.md) ------------
+
+def rater_noise_variance(sd: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Per image, the rater variance a single rater adds beyond the image's mean rating:
+    ``(1 - 1/n) s^2`` (s = the norms' SD over the image's n raters, ddof = 1).
+
+    The per-image mean already carries ``s^2 / n`` of rater noise, so one rater's variance inside
+    a category is ``Var(means) + mean(s^2) - mean(s^2 / n)``; an image with one rater (n = 1)
+    adds nothing (its "mean" is already one rater's answer). NaN where n or s is missing."""
+    sd, n = np.asarray(sd, float), np.asarray(n, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n >= 1, (1 - 1 / n) * sd**2, np.nan)
+
+
+def w_single_rater_within_sd(means: np.ndarray, noise: np.ndarray, category: np.ndarray,
+                             w: np.ndarray) -> np.ndarray:
+    """Bootstrap within-category SD of ONE human rater: per category
+    ``sqrt(Var_w(means) + weighted mean of noise)`` (noise from :func:`rater_noise_variance`),
+    then the mean over categories (as :func:`w_within_category_sd`)."""
+    cats = np.unique(category)
+    if cats.size == 0:  # nothing rated (e.g. a classifier without valence/arousal)
+        return np.full(w.shape[0], np.nan)
+    out = []
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for c in cats:
+            m = category == c
+            wm = w[:, m]
+            extra = (wm * noise[m]).sum(1) / wm.sum(1)
+            out.append(np.sqrt(w_sd(means[m], wm) ** 2 + extra))
+        return np.nanmean(np.stack(out), axis=0)
+
+
+def w_grouped_single_rater_sd(df: pl.DataFrame, field: str, by: str, w: np.ndarray,
+                              keep: np.ndarray | None = None) -> np.ndarray:
+    """:func:`w_single_rater_within_sd` of rating ``field`` under grouping ``by`` over the rows of
+    ``df`` with a finite mean and rater noise (and ``keep``), as :func:`w_grouped_sd`.
+
+    ``df`` needs ``<field>_mean``, ``<field>_sd`` and ``n_raters`` (the norms); without the SD
+    columns every value is NaN."""
+    if f"{field}_sd" not in df.columns or "n_raters" not in df.columns:
+        return np.full(w.shape[0], np.nan)
+    rows, cats = grouping(df, by)
+    h = df[f"{field}_mean"].to_numpy().astype(float)
+    noise = rater_noise_variance(df[f"{field}_sd"].to_numpy().astype(float),
+                                 df["n_raters"].to_numpy().astype(float))
+    ok = rows.copy()
+    ok[rows] = np.isfinite(h[rows]) & np.isfinite(noise[rows])
+    if keep is not None:
+        ok &= keep
+    cats_all = np.full(df.height, "", dtype=object)
+    cats_all[rows] = cats
+    return w_single_rater_within_sd(h[ok], noise[ok], cats_all[ok].astype(str), w[:, ok])
+
+
+def single_rater_within_category_sd(df: pl.DataFrame, field: str, by: str = "intended",
+                                    rated: str | None = None) -> float:
+    """One human rater's within-category SD of ``field`` under grouping ``by``, over the rows
+    where ``rated`` (a model's rating column, if given) is not null."""
+    keep = None if rated is None else df[rated].is_not_null().to_numpy()
+    return float(w_grouped_single_rater_sd(df, field, by, np.ones((1, df.height)), keep)[0])
+
+
+
+# --- signal: pooled within-category agreement with the human means ------------------------------
+
+def w_within_moments(x: np.ndarray, y: np.ndarray, category: np.ndarray,
+                     w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per bootstrap row: (pooled within-category covariance sum, x sum of squares, y sum of
+    squares), x and y centred on their weighted category means (a category absent from a
+    resample adds nothing)."""
+    cov = np.zeros(w.shape[0])
+    sxx = np.zeros(w.shape[0])
+    syy = np.zeros(w.shape[0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for c in np.unique(category):
+            m = category == c
+            wm = w[:, m]
+            sw = wm.sum(1, keepdims=True)
+            safe = np.where(sw > 0, sw, 1.0)
+            xc = x[m] - (wm * x[m]).sum(1, keepdims=True) / safe
+            yc = y[m] - (wm * y[m]).sum(1, keepdims=True) / safe
+            cov += (wm * xc * yc).sum(1)
+            sxx += (wm * xc**2).sum(1)
+            syy += (wm * yc**2).sum(1)
+    return cov, sxx, syy
+
+
+def w_within_slope(x: np.ndarray, y: np.ndarray, category: np.ndarray,
+                   w: np.ndarray) -> np.ndarray:
+    """Pooled within-category least-squares slope of x on y per bootstrap row: the common slope
+    of x on y with one intercept per category (sum of centred cross-products / sum of centred
+    squares of y)."""
+    cov, _, syy = w_within_moments(x, y, category, w)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return cov / syy
+
+
+def w_within_signal(x: np.ndarray, y: np.ndarray, category: np.ndarray,
+                    w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pooled within-category Pearson r, pooled within-category slope of x on y) per row."""
+    cov, sxx, syy = w_within_moments(x, y, category, w)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return cov / np.sqrt(sxx * syy), cov / syy
+
+
+def w_grouped_signal(df: pl.DataFrame, x: np.ndarray, field: str, by: str, w: np.ndarray,
+                     keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`w_within_signal` of a model's rating ``x`` (one value per row of ``df``) with the
+    human mean of ``field``, under grouping ``by``, over the rows where both are finite (and
+    ``keep``)."""
+    rows, cats = grouping(df, by)
+    h = df[f"{field}_mean"].to_numpy().astype(float)
+    ok = rows.copy()
+    ok[rows] = np.isfinite(x[rows]) & np.isfinite(h[rows])
+    if keep is not None:
+        ok &= keep
+    cats_all = np.full(df.height, "", dtype=object)
+    cats_all[rows] = cats
+    return w_within_signal(x[ok], h[ok], cats_all[ok].astype(str), w[:, ok])
+
+
+def w_rater_slope(means: np.ndarray, noise_of_mean: np.ndarray, category: np.ndarray,
+                  w: np.ndarray) -> np.ndarray:
+    """Per bootstrap row: the pooled within-category slope that one INDEPENDENT human rater's
+    rating has on the human means, i.e. the reliability of the means within category,
+    ``1 - sum_c (1 - 1/W_c) sum_i w_i v_i / sum_c sum_i w_i (m_i - mbar_c)^2`` with ``v_i =
+    s_i^2 / n_i`` (``noise_of_mean``: the rater noise each mean carries) and W_c the category's
+    weight. A rater independent of the norms has the slope Var(mu) / Var(m) on them; a model
+    whose rating is a human rater's has the same slope."""
+    num = np.zeros(w.shape[0])
+    den = np.zeros(w.shape[0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for c in np.unique(category):
+            m = category == c
+            wm = w[:, m]
+            sw = wm.sum(1)
+            safe = np.where(sw > 0, sw, 1.0)
+            mc = means[m] - (wm * means[m]).sum(1, keepdims=True) / safe[:, None]
+            den += (wm * mc**2).sum(1)
+            num += np.where(sw > 0, (1 - 1 / safe), 0.0) * (wm * noise_of_mean[m]).sum(1)
+        return 1 - num / den
+
+
+# --- spreads on a bounded 1-9 scale ----------------------------------------------------------
+
+def relative_sd(sd: np.ndarray, mean: np.ndarray, low: float = 1.0, high: float = 9.0,
+                n: np.ndarray | None = None) -> np.ndarray:
+    """An SD relative to the largest SD possible at that mean on [low, high].
+
+    Bhatia & Davis (2000): a distribution on [low, high] with mean mu has variance at most
+    (mu - low)(high - mu) (all mass on the two ends). A sample SD (ddof 1) over n values is at
+    most sqrt(n / (n - 1)) times that (give ``n``; NaN where n < 2: one value has no spread).
+    NaN where the mean sits on a bound (no spread is possible there)."""
+    sd, mean = np.asarray(sd, float), np.asarray(mean, float)
+    bound = (mean - low) * (high - mean)
+    if n is not None:
+        n = np.asarray(n, float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            bound = np.where(n >= 2, bound * n / (n - 1), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(bound > 0, sd / np.sqrt(np.where(bound > 0, bound, 1.0)), np.nan)
+
+
+def w_partial_r(x: np.ndarray, y: np.ndarray, z: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Partial Pearson r of x and y given the columns of ``z`` (include an intercept or category
+    dummies), per bootstrap row of frequency weights ``w``: the r of the weighted least-squares
+    residuals of x and of y on z."""
+    z = np.asarray(z, float)
+    zz = np.einsum("bn,ni,nj->bij", w, z, z)
+    out = []
+    for v in (x, y):
+        zv = (w * v) @ z  # (B, p)
+        coef = (np.linalg.pinv(zz) @ zv[..., None])[..., 0]  # a column absent in a resample
+        out.append(v[None, :] - coef @ z.T)
+    rx, ry = out
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w * rx * ry).sum(1) / np.sqrt((w * rx**2).sum(1) * (w * ry**2).sum(1))

@@ -142,6 +142,7 @@ def write_report(root: Path, ablation_ids: Sequence[str], data_files: Sequence[P
         cols = [c for c in ["model_id", "accuracy", "kappa", "kappa_low", "kappa_high",
                             "valence_r", "arousal_r", "valence_mae", "arousal_mae",
                             "valence_within_category_sd", "arousal_within_category_sd",
+                            "arousal_human_rater_within_category_sd",
                             "arousal_human_within_category_sd", "arousal_within_correct_sd",
                             "arousal_within_label_sd", "kappa7"]
                 if c in main.columns]
@@ -160,7 +161,11 @@ def write_report(root: Path, ablation_ids: Sequence[str], data_files: Sequence[P
                   f"- **Decision rule, family and sensitivity analyses:** "
                   f"[analysis plan, {aid}]({PLAN}#{aid.lower()})"
                   + (f" (multiplicity family: {m['family']}, Holm)" if m.get("family") else ""),
-                  f"- **Outcome:** {_outcome_words(m['outcome'])}", "", m["verdict"], "",
+                  f"- **Outcome:** {_outcome_words(m['outcome'])}"
+                  + (f" (plan's SD rule); signal: {_outcome_words(m['signal']['outcome'])}; both "
+                     f"rules: {_outcome_words(m['signal']['both_rules'])}"
+                     if isinstance(m.get("signal"), dict) and "both_rules" in m["signal"]
+                     else ""), "", m["verdict"], "",
                   _markdown(main), "", *[f"![]({aid}/figures/{f})" for f in m["figures"]], ""]
     missing = [a for a in ablation_ids if a not in found]
     if missing:

@@ -110,7 +110,9 @@ class Backend(ABC):
     #: threads per slot a batch may use: > 1 where a conversation can sleep in a retry backoff
     #: without its slot (:meth:`backoff_sleep`), so the others keep the server busy meanwhile
     threads_per_slot: int = 1
-    #: called once per retried request (the progress bar counts them); set by whoever runs
+    #: called once per request that must be sent again (a failed request, or an answered turn of
+    #: a conversation that failed later): requests sent = answers + retries, exactly. The
+    #: progress bar counts them; set by whoever runs
     on_retry: Callable[[], None] | None = None
     _limiter_lock = threading.Lock()
 
@@ -139,6 +141,13 @@ class Backend(ABC):
                 yield
             finally:
                 held.n -= 1
+
+    def _count_retries(self, n: int) -> None:
+        """``n`` requests must be sent again (a failed one, or the answered turns of a
+        conversation lost with it): tell whoever counts them (:attr:`on_retry`)."""
+        if self.on_retry is not None:
+            for _ in range(n):
+                self.on_retry()
 
     def backoff_sleep(self, seconds: float) -> None:
         """Sleep before a retry without holding this thread's slot, so a waiting conversation can

@@ -9,12 +9,10 @@
 * The model digest comes from ``/api/tags`` and the server version from ``/api/version`` (the client
   has no method for it, so it is read with the client's own HTTP session); both go on every row.
 * Transient failures (connection refused/reset, timeouts, HTTP 5xx) are retried with exponential
-  backoff and jitter (tenacity); the sleep before a retry does not hold the conversation's slot, so
-  other conversations keep the server busy. Permanent ones (model not pulled, other 4xx) fail at
-  once and say what to run.
-* A circuit breaker stops the run when the server is down: once ``BREAKER_FAILURES`` requests in a
-  row have failed over at least ``BREAKER_SECONDS``, every call fails at once with one message
-  naming the host (a brief restart survives; 30 % random faults never come near it).
+  backoff and jitter; the sleep before a retry does not hold the conversation's slot, so other
+  conversations keep the server busy. Permanent ones (model not pulled, other 4xx) fail at once
+  and say what to run. A circuit breaker stops the run when the server is down. Both live in
+  :mod:`emoface.backends.http`, shared by every HTTP backend; this module only classifies errors.
 * :meth:`OllamaBackend.preflight` checks in seconds, without retries, that the server answers and
   has the model (the flow calls it for every model before it starts).
 * The host is ``inference.ollama.host`` or, when that is null, ``OLLAMA_HOST`` as the client reads it.
@@ -22,19 +20,11 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Sequence
 
 import httpx
 import ollama
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 from emoface.backends.base import (
     Backend,
@@ -46,48 +36,10 @@ from emoface.backends.base import (
     TransientBackendError,
     TurnResult,
 )
+from emoface.backends.http import PREFLIGHT_TIMEOUT_S, CircuitBreaker, HttpRetries
 from emoface.prompts import Turn
 
 _TRANSIENT_HTTPX = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
-BREAKER_FAILURES = 16  # consecutive failed requests ...
-BREAKER_SECONDS = 3.0  # ... spanning at least this long open the breaker
-PREFLIGHT_TIMEOUT_S = 10.0
-
-
-class CircuitBreaker:
-    """Counts consecutive failed requests to one server; open = the server is taken to be down."""
-
-    def __init__(self, host: str, failures: int = BREAKER_FAILURES,
-                 seconds: float = BREAKER_SECONDS) -> None:
-        self.host, self.failures, self.seconds = host, failures, seconds
-        self._lock = threading.Lock()
-        self._run = 0
-        self._since = 0.0
-        self.open_reason: str | None = None
-
-    def check(self) -> None:
-        """Raise at once while open (no request is sent)."""
-        if self.open_reason is not None:
-            raise PermanentBackendError(self.open_reason)
-
-    def success(self) -> None:
-        with self._lock:
-            self._run = 0
-
-    def failure(self, err: Exception) -> None:
-        """Count a failed request; open (and raise) once the server looks down."""
-        now = time.monotonic()
-        with self._lock:
-            if self._run == 0:
-                self._since = now
-            self._run += 1
-            if (self.open_reason is None and self._run >= self.failures
-                    and now - self._since >= self.seconds):
-                self.open_reason = (
-                    f"the Ollama server at {self.host} looks down: the last {self._run} requests "
-                    f"all failed over {now - self._since:.0f} s (last: {err}); check that server "
-                    "(`ollama serve`, its log)")
-        self.check()
 
 
 def _quantization(details: object) -> str:
@@ -107,7 +59,9 @@ class OllamaBackend(Backend):
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
-        self.breaker = CircuitBreaker(self.host)
+        self.breaker = CircuitBreaker(self.host, server="the Ollama server",
+                                      fix="check that server (`ollama serve`, its log)")
+        self._retries = HttpRetries(self, self.breaker, retries=retries, backoff_s=backoff_s)
         self._info: ModelInfo | None = None
 
     # --- errors and retries ---------------------------------------------------------------
@@ -128,40 +82,9 @@ class OllamaBackend(Backend):
         return err
 
     def _call(self, fn, *args, **kwargs):
-        """Call the client with retries on transient errors; returns (result, attempts)."""
-        def attempt():
-            self.breaker.check()
-            try:
-                result = fn(*args, **kwargs)
-            except Exception as err:  # noqa: BLE001 - classified and re-raised
-                classified = self._classify(err)
-                if isinstance(classified, TransientBackendError):
-                    self.breaker.failure(classified)
-                raise classified from err
-            self.breaker.success()
-            return result
-
-        def count_retry(_state: RetryCallState) -> None:
-            if self.on_retry is not None:
-                self.on_retry()
-
-        # waits: backoff_s x 2^n plus up to backoff_s of jitter (tenacity's default jitter is a
-        # whole second whatever the backoff), slept without holding the conversation's slot
-        retrying = Retrying(
-            retry=retry_if_exception_type(TransientBackendError),
-            stop=stop_after_attempt(self.retries + 1),
-            wait=wait_exponential_jitter(multiplier=self.backoff_s, jitter=self.backoff_s,
-                                         max=30 * max(self.backoff_s, 0.01)),
-            sleep=self.backoff_sleep,
-            before_sleep=count_retry,
-            reraise=True,
-        )
-        state: dict[str, RetryCallState] = {}
-        for att in retrying:
-            state["s"] = att.retry_state
-            with att:
-                result = attempt()
-        return result, state["s"].attempt_number
+        """Call the client with retries on transient errors (emoface.backends.http); returns
+        (result, attempts)."""
+        return self._retries.call(self._classify, fn, *args, **kwargs)
 
     # --- provenance -----------------------------------------------------------------------
     def preflight(self) -> None:
@@ -222,31 +145,42 @@ class OllamaBackend(Backend):
         results = []
         opts = {"temperature": options.temperature, "seed": options.seed,
                 "num_predict": options.max_tokens, "num_ctx": options.num_ctx}
-        for turn in turns:
-            msg: dict = {"role": "user", "content": turn.text}
-            if turn.with_image and stimulus is not None:
-                msg["images"] = [str(stimulus.image_path)]
-            messages.append(msg)
-            t0 = time.perf_counter()
-            resp, attempts = self._call(
-                self.client.chat, model=self.model, messages=list(messages), options=opts,
-                format=json_schema, stream=False,
-                logprobs=options.top_logprobs > 0 or None,
-                top_logprobs=min(options.top_logprobs, 20) if options.top_logprobs > 0 else None,
-            )
-            text = resp.message.content or ""
-            messages.append({"role": "assistant", "content": text})
-            steps = tuple(
-                TokenStep(lp.token, float(lp.logprob),
-                          tuple((-1, t.token, float(t.logprob)) for t in (lp.top_logprobs or ())))
-                for lp in (resp.logprobs or ())
-            )
-            results.append(TurnResult(
-                text=text, steps=steps, latency_s=time.perf_counter() - t0,
-                prompt_tokens=resp.prompt_eval_count or 0,
-                completion_tokens=resp.eval_count or 0, attempts=attempts,
-            ))
+        try:
+            for turn in turns:
+                self._turn(turn, stimulus, messages, results, opts, options, json_schema)
+        except TransientBackendError as err:
+            # the turns already answered are lost with the conversation and will be sent again
+            self._count_retries(len(results))
+            raise err
         return results
+
+    def _turn(self, turn: Turn, stimulus: StimulusInput | None, messages: list[dict],
+              results: list[TurnResult], opts: dict, options: GenerationOptions,
+              json_schema: dict | None) -> None:
+        """One request of the conversation: appends the question and the answer."""
+        msg: dict = {"role": "user", "content": turn.text}
+        if turn.with_image and stimulus is not None:
+            msg["images"] = [str(stimulus.image_path)]
+        messages.append(msg)
+        t0 = time.perf_counter()
+        resp, attempts = self._call(
+            self.client.chat, model=self.model, messages=list(messages), options=opts,
+            format=json_schema, stream=False,
+            logprobs=options.top_logprobs > 0 or None,
+            top_logprobs=min(options.top_logprobs, 20) if options.top_logprobs > 0 else None,
+        )
+        text = resp.message.content or ""
+        messages.append({"role": "assistant", "content": text})
+        steps = tuple(
+            TokenStep(lp.token, float(lp.logprob),
+                      tuple((-1, t.token, float(t.logprob)) for t in (lp.top_logprobs or ())))
+            for lp in (resp.logprobs or ())
+        )
+        results.append(TurnResult(
+            text=text, steps=steps, latency_s=time.perf_counter() - t0,
+            prompt_tokens=resp.prompt_eval_count or 0,
+            completion_tokens=resp.eval_count or 0, attempts=attempts,
+        ))
 
     def close(self) -> None:
         self.client._client.close()

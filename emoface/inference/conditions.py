@@ -7,13 +7,15 @@ repeats are distinct (each gets its own seed).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from emoface.backends.base import GenerationOptions
-from emoface.config import InferenceParams
 from emoface.prompts import PROMPT_VERSION, Protocol
+
+if TYPE_CHECKING:  # config builds its ablations section from the registry, which needs this module
+    from emoface.config import InferenceParams
 
 LabelSource = Literal["baseline", "intended"]
 

@@ -84,15 +84,19 @@ def plan_condition(
 ) -> list[BatchSpec]:
     """Split a (condition, model) into batches with their content keys, and record those keys
     as the folder's current batches (readers read exactly these; others are stale)."""
+    from emoface.results.imported import imported_keys
+
     info = backend.info
     folder = store.condition_dir(stimulus_set.paths.root.name, condition.condition_id, info.model_id)
+    chunks = batches(stimulus_inputs(stimulus_set), batch_size)
+    pks = [plan_key(condition, options, c, labels, model_id=info.model_id) for c in chunks]
+    # answers brought in by `emoface results import` stand for the model: their keys, no calls
+    keys = imported_keys(folder, pks) or [key_with_digest(pk, info.digest) for pk in pks]
     specs = []
-    for i, chunk in enumerate(batches(stimulus_inputs(stimulus_set), batch_size)):
-        pk = plan_key(condition, options, chunk, labels, model_id=info.model_id)
+    for i, (chunk, pk, key) in enumerate(zip(chunks, pks, keys, strict=True)):
         chunk_labels = {s.stimulus_id: labels[s.stimulus_id] for s in chunk} if labels else None
         specs.append(BatchSpec(stimulus_set.paths.root.name, condition.work(), info.model_id, i,
-                               key_with_digest(pk, info.digest), tuple(chunk), options,
-                               chunk_labels, folder, pk))
+                               key, tuple(chunk), options, chunk_labels, folder, pk))
     store.set_current(folder, [s.key for s in specs])
     return specs
 

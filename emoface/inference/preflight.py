@@ -1,9 +1,11 @@
 """Check every backend a run needs before the run starts: seconds, not a minute into the flow.
 
-For an Ollama model: the server answers, the model is pulled, its digest and the server version
-can be read (one try, a short timeout; see ``OllamaBackend.preflight``). For mlx and fer: the extra
-that provides the backend is installed. Simulated models need nothing. The first problem raises an
-:class:`~emoface.errors.EmofaceError` whose one-line message names the host or extra and what to do.
+Each backend declares its check (``BackendSpec.preflight``): a server backend is built and its
+``preflight()`` asked (Ollama: the server answers, the model is pulled, its digest and the server
+version can be read; OpenAI-compatible: the server answers, the model is served, log-probabilities
+are allowed; one try each, a short timeout); a backend with an extra (mlx, fer) must import.
+Simulated models need nothing. The first problem raises an :class:`~emoface.errors.EmofaceError`
+whose one-line message names the host or extra and what to do.
 """
 
 from __future__ import annotations
@@ -11,21 +13,25 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from emoface.backends import _import, make_backend, split_model_id
+from emoface.backends import ModelRef, _import, make_backend
 from emoface.config import InferenceParams, normalize_host
 from emoface.errors import ConfigError
 
 
-def check_ollama_host_env(inference: InferenceParams) -> None:
-    """``OLLAMA_HOST`` read as params.yaml's ``inference.ollama.host`` is (when that is null):
-    ``host:port`` means http://, anything unparseable is refused in one line naming it."""
-    env = os.environ.get("OLLAMA_HOST")
-    if inference.ollama.host is None and env:
+def check_host_env(ref: ModelRef, inference: InferenceParams) -> None:
+    """The environment variable a backend reads its host from (``BackendSpec.worker_env``, e.g.
+    ``OLLAMA_HOST``), when its params section leaves the host null, read as params.yaml's host
+    is: ``host:port`` means http://, anything unparseable is refused in one line naming it."""
+    section = ref.section(inference)
+    for var, key in (ref.spec.worker_env or {}).items():
+        env = os.environ.get(var)
+        if key != "host" or not env or section is None or getattr(section, key, None):
+            continue
         try:
             normalize_host(env)
         except ValueError as err:
-            raise ConfigError(f"OLLAMA_HOST={env!r}: {err} (or set inference.ollama.host in "
-                              "params.yaml)") from None
+            raise ConfigError(f"{var}={env!r}: {err} (or set inference.{ref.spec.section}.host "
+                              "in params.yaml)") from None
 
 
 def preflight(model_ids: Iterable[str], inference: InferenceParams, *,
@@ -33,15 +39,15 @@ def preflight(model_ids: Iterable[str], inference: InferenceParams, *,
     """Check each distinct model id; returns the ids checked (in order)."""
     checked = []
     for model_id in dict.fromkeys(model_ids):
-        backend, _ = split_model_id(model_id)
-        if backend == "ollama":
-            check_ollama_host_env(inference)
-            b = make_backend(model_id, inference, emotions=tuple(emotions))
+        ref = ModelRef.parse(model_id)
+        if ref.spec.preflight == "server":
+            check_host_env(ref, inference)
+            b = make_backend(ref, inference, emotions=tuple(emotions))
             try:
                 b.preflight()
             finally:
                 b.close()
-        elif backend in ("mlx", "fer"):
-            _import(backend)  # raises "install the extra ..." when missing
+        elif ref.spec.preflight == "import":
+            _import(ref.backend)  # raises "install the extra ..." when missing
         checked.append(model_id)
     return checked

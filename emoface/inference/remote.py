@@ -10,11 +10,13 @@ Worker side:
 
 * backends are built once per worker process and reused by every batch of that model
   (:func:`worker_backend`), so one limiter caps the calls in flight to the worker's server;
-* a worker talks to its own endpoint: ``OLLAMA_HOST`` in the worker's environment wins over
-  ``inference.ollama.host``, and ``EMOFACE_OLLAMA_CONCURRENCY`` there overrides
-  ``inference.ollama.concurrency`` (what that machine's server can take);
-* every row records which host served it (``served_by``: the worker address and, for Ollama, the
-  server it called) and the model digest that server reported; a worker whose server reports a
+* a worker talks to its own endpoint: each backend declares the environment variables that
+  override its params section on a worker (``BackendSpec.worker_env``: ``OLLAMA_HOST`` wins over
+  ``inference.ollama.host``, ``OPENAI_BASE_URL`` over ``inference.openai.base_url``, and
+  ``EMOFACE_<BACKEND>_CONCURRENCY`` overrides its ``concurrency``: what that machine's server
+  can take);
+* every row records which host served it (``served_by``: the worker address and, for a server
+  backend, the server it called) and the model digest that server reported; a worker whose server reports a
   different digest than the one the batch was planned with refuses the batch
   (:class:`ModelDigestMismatch`, naming both hosts): results from different weights never mix.
 
@@ -33,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from emoface.backends import Backend, make_backend, split_model_id
+from emoface.backends import BACKENDS, Backend, ModelRef, make_backend
 from emoface.backends.base import (
     BackendError,
     GenerationOptions,
@@ -44,9 +46,10 @@ from emoface.config import InferenceParams
 from emoface.inference.conditions import Condition
 from emoface.inference.runner import LogitRecord, run_batch
 
-#: backends that own a model server or local weights, i.e. worth running on a cluster worker.
-#: The simulated raters and the FER classifier are CPU-cheap and stay in the flow process.
-CLUSTER_BACKENDS = ("ollama", "mlx")
+#: backends that own a model server or local weights, i.e. worth running on a cluster worker (they
+#: declare a ``cluster_share``). The simulated raters and the FER classifier are CPU-cheap and stay
+#: in the flow process.
+CLUSTER_BACKENDS = tuple(name for name, s in BACKENDS.items() if s.cluster_share is not None)
 
 
 class ModelDigestMismatch(PermanentBackendError):
@@ -122,32 +125,44 @@ _backends: dict[tuple[str, str], Backend] = {}
 _image_dir: dict[str, Path] = {}
 
 
+#: this process's Dask worker address, set by the worker plugin the flow registers
+#: (``tasks/worker.py``); the library itself never imports Dask
+_WORKER: dict[str, str] = {}
+
+
+def set_worker_address(address: str) -> None:
+    """Called once in each Dask worker process (by the worker plugin's ``setup``)."""
+    _WORKER["address"] = address
+
+
 def worker_address() -> str:
     """The Dask worker's address when running inside one, else this machine's host name."""
-    try:
-        from distributed import get_worker
-
-        return get_worker().address
-    except (ImportError, ValueError):
-        return socket.gethostname()
+    return _WORKER.get("address") or socket.gethostname()
 
 
 def worker_inference(inference: InferenceParams) -> InferenceParams:
-    """The flow's inference parameters as this worker applies them (its own endpoint/capacity)."""
-    ollama = inference.ollama
-    update: dict = {}
-    if os.environ.get("OLLAMA_HOST"):
-        update["host"] = os.environ["OLLAMA_HOST"]
-    if os.environ.get("EMOFACE_OLLAMA_CONCURRENCY"):
-        try:
-            update["concurrency"] = max(1, int(os.environ["EMOFACE_OLLAMA_CONCURRENCY"]))
-        except ValueError:
-            raise PermanentBackendError(
-                f"{worker_address()}: EMOFACE_OLLAMA_CONCURRENCY must be a whole number, got "
-                f"{os.environ['EMOFACE_OLLAMA_CONCURRENCY']!r}") from None
-    if not update:
-        return inference
-    return inference.model_copy(update={"ollama": ollama.model_copy(update=update)})
+    """The flow's inference parameters as this worker applies them (its own endpoint/capacity):
+    every backend's declared ``worker_env`` variables set here override its section."""
+    sections: dict = {}
+    for spec in BACKENDS.values():
+        update: dict = {}
+        for var, field in (spec.worker_env or {}).items():
+            value = os.environ.get(var)
+            if not value:
+                continue
+            if field == "concurrency":
+                try:
+                    update[field] = max(1, int(value))
+                except ValueError:
+                    raise PermanentBackendError(
+                        f"{worker_address()}: {var} must be a whole number, got "
+                        f"{value!r}") from None
+            else:
+                update[field] = value
+        if update:
+            section = getattr(inference, spec.section)
+            sections[spec.section] = section.model_copy(update=update)
+    return inference.model_copy(update=sections) if sections else inference
 
 
 def worker_backend(model_id: str, inference: InferenceParams, emotions: Sequence[str]) -> Backend:
@@ -161,7 +176,8 @@ def worker_backend(model_id: str, inference: InferenceParams, emotions: Sequence
 
 
 def served_by(backend: Backend) -> str:
-    """Where a row was computed: the worker address, plus the server it called (Ollama)."""
+    """Where a row was computed: the worker address, plus the server it called (a server
+    backend's ``host``)."""
     here = worker_address()
     host = getattr(backend, "host", None)
     return f"{here} {host}" if host else here
@@ -213,9 +229,8 @@ def compute_batch(batch: RemoteBatch) -> ComputedBatch:
         raise _name_worker(err) from None
     where = served_by(backend)
     if info.digest != batch.expected_digest:
-        _, model = split_model_id(batch.model_id)
-        fix = (f"run `ollama pull {model}` on both so they serve the same weights"
-               if batch.model_id.startswith("ollama/") else "use the same model files on both")
+        ref = ModelRef.parse(batch.model_id)
+        fix = ref.spec.same_weights_fix.format(model=ref.name)
         raise ModelDigestMismatch(
             f"{batch.model_id}: {where} reports digest {info.digest} but {batch.reference_host} "
             f"reported {batch.expected_digest}; results from different weights must not mix: {fix}")
@@ -229,17 +244,19 @@ def compute_batch(batch: RemoteBatch) -> ComputedBatch:
     return ComputedBatch(batch.index, batch.key, rows, records, where, info.digest)
 
 
-#: share of a worker's ``ollama`` resource one batch takes: a worker started with
-#: ``--resources ollama=1`` runs up to 8 Ollama batches at once (its backend's limiter still caps
-#: the calls to its server at the worker's concurrency); MLX batches take the whole ``mlx=1``.
-RESOURCE_SHARE = {"ollama": 0.125, "mlx": 1.0}
+#: share of a worker's resource (named after the backend) one batch takes, as each backend
+#: declares it: a worker started with ``--resources ollama=1`` runs up to 8 Ollama batches at once
+#: (its backend's limiter still caps the calls to its server at the worker's concurrency); MLX
+#: batches take the whole ``mlx=1``.
+RESOURCE_SHARE = {name: s.cluster_share for name, s in BACKENDS.items()
+                  if s.cluster_share is not None}
 
 
 def batch_resources(workers: Mapping[str, Mapping], model_id: str) -> dict[str, float] | None:
     """The Dask resource a batch of ``model_id`` takes, given the scheduler's ``workers`` (as in
     ``scheduler_info()["workers"]``): its kind's share once any worker declares that kind, else
     None (any worker takes it)."""
-    kind = model_id.partition("/")[0]
+    kind = ModelRef.parse(model_id).backend
     declared = any(kind in (w.get("resources") or {}) for w in workers.values())
     return {kind: RESOURCE_SHARE[kind]} if declared and kind in RESOURCE_SHARE else None
 
@@ -253,33 +270,6 @@ def eligible_workers(workers: Mapping[str, Mapping], model_id: str) -> int:
     return sum(1 for w in workers.values() if (w.get("resources") or {}).get(kind, 0) >= share)
 
 
-def workers_per_model(address: str, model_ids: Sequence[str],
-                      timeout_s: float = 10.0) -> dict[str, int] | None:
-    """For a dry run: how many workers at ``address`` can run each cluster model now; None when
-    the scheduler does not answer within ``timeout_s``."""
-    try:
-        from distributed import Client
-    except ImportError:
-        return None
-    try:
-        with Client(address, timeout=f"{timeout_s}s") as client:
-            workers = scheduler_info(client)["workers"]
-    except (OSError, TimeoutError):
-        return None
-    return {m: eligible_workers(workers, m) for m in model_ids if cluster_backend(m)}
-
-
-def scheduler_info(client) -> dict:
-    """The scheduler's info with every worker listed (newer ``distributed`` lists only some by
-    default)."""
-    import inspect
-
-    if "n_workers" in inspect.signature(client.scheduler_info).parameters:
-        return client.scheduler_info(n_workers=-1)
-    return client.scheduler_info()
-
-
 def cluster_backend(model_id: str) -> bool:
     """True for models whose batches go to the cluster when one is configured."""
-    backend, _ = split_model_id(model_id)
-    return backend in CLUSTER_BACKENDS
+    return ModelRef.parse(model_id).backend in CLUSTER_BACKENDS

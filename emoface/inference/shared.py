@@ -8,7 +8,9 @@ stimulus under every condition of the group back to back, so a backend that keep
 KV state (mlx) encodes and prefills the image once per image and model, and a server with a prompt
 cache (Ollama) sees the same image prefix in consecutive requests. Each condition is still stored
 as its own batch with its own content key; a batch already stored is skipped. Results are those of
-the condition-at-a-time path (the backend is deterministic given the condition's seed).
+the condition-at-a-time path (the backend is deterministic given the condition's seed). As in
+``run_batch``, a conversation that ran out of its retries is asked again after the rest of the
+group, and a group that still fails keeps its finished conversations for its task's retry.
 
 The order is stable: groups in the order their first spec appears, stimuli in manifest order, and
 within a stimulus the conditions in the order given.
@@ -19,9 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from emoface.backends.base import Backend
+from emoface.backends.base import Backend, TransientBackendError
 from emoface.inference.engine import BatchSpec
-from emoface.inference.runner import rate_stimulus
+from emoface.inference.runner import _FINISHED, _FINISHED_LOCK, ROUNDS, rate_stimulus
 from emoface.inference.store import PredictionStore
 from emoface.prompts import conversations
 
@@ -55,28 +57,53 @@ def run_group(backend: Backend, group: Sequence[BatchSpec], store: PredictionSto
     for folder in dict.fromkeys(s.folder for s in pending):
         store.sweep(folder)
     info = backend.info
+    # (batch key, stimulus id) -> (row, records): kept across rounds and across a retry of the
+    # group's task, as run_batch keeps a batch's finished conversations
+    with _FINISHED_LOCK:
+        finished = _FINISHED.setdefault((info.model_id, tuple(s.key for s in pending)), {})
 
-    def one_stimulus(i: int) -> list[tuple]:
+    def one_stimulus(i: int) -> TransientBackendError | None:
         """Stimulus i under every pending condition, back to back (the shared first turn stays
-        hot in the backend's cache)."""
-        out = []
+        hot in the backend's cache). A conversation that ran out of its retries is left for the
+        next round; the conditions after it still run."""
+        failed = None
         for s in pending:
             stim = s.stimuli[i]
+            if (s.key, stim.stimulus_id) in finished:
+                continue
             label = s.labels[stim.stimulus_id] if s.labels is not None else None
-            with backend.limiter:
-                out.append(rate_stimulus(backend, info, stim, s.condition, emotions, s.options,
-                                         label=label))
+            try:
+                with backend.limiter:
+                    out = rate_stimulus(backend, info, stim, s.condition, emotions, s.options,
+                                        label=label)
+            except TransientBackendError as err:
+                failed = err
+                continue
+            finished[(s.key, stim.stimulus_id)] = out
             if on_done is not None:
                 on_done(1)
-        return out
+        return failed
 
     n = len(pending[0].stimuli)
     workers = max(1, min(backend.max_concurrency, n))
-    if workers == 1:
-        per_stimulus = [one_stimulus(i) for i in range(n)]
-    else:  # servers: several stimuli in flight, each one's conditions in order
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            per_stimulus = list(pool.map(one_stimulus, range(n)))
+    errors: list = []
+    for _ in range(ROUNDS):
+        todo = [i for i in range(n) if any((s.key, s.stimuli[i].stimulus_id) not in finished
+                                           for s in pending)]
+        if workers == 1 or len(todo) <= 1:
+            errors = [one_stimulus(i) for i in todo]
+        else:  # servers: several stimuli in flight, each one's conditions in order
+            with ThreadPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+                errors = list(pool.map(one_stimulus, todo))
+        if not any(errors):
+            break
+    failed = [e for e in errors if e is not None]
+    if failed:
+        raise failed[0]  # finished conversations stay in memory for the task's retry
+    with _FINISHED_LOCK:
+        _FINISHED.pop((info.model_id, tuple(s.key for s in pending)), None)
+    per_stimulus = [[finished[(s.key, s.stimuli[i].stimulus_id)] for s in pending]
+                    for i in range(n)]
     calls = 0
     for j, s in enumerate(pending):
         out = [per_stimulus[i][j] for i in range(n)]

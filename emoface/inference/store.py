@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from emoface.backends import ModelRef
 from emoface.backends.base import GenerationOptions, StimulusInput
 from emoface.errors import DataError
 from emoface.inference import batchfiles
@@ -60,7 +61,7 @@ def plan_key(condition: Condition, options: GenerationOptions, stimuli: Sequence
         "condition": condition.work().model_dump(),
         "prompt_version": condition.prompt_version,
         "parser_version": PARSER_VERSION,
-        "code": inference_code_hash(model_id.split("/", 1)[0]),
+        "code": inference_code_hash(ModelRef.parse(model_id).backend),
         "options": options.as_dict(),
         "stimuli": [[s.stimulus_id, s.sha256] for s in stimuli],
         "labels": [labels[s.stimulus_id] for s in stimuli] if labels is not None else None,
@@ -82,7 +83,7 @@ def key_with_digest(plan: str, digest: str) -> str:
 def hidden_plan_key(prompt: str, stimuli: Sequence[StimulusInput], *, model_id: str) -> str:
     """Hidden-state batch plan key: prompt, image hashes and the backend's code."""
     payload = {"model_id": model_id, "prompt": prompt, "stimuli": [s.sha256 for s in stimuli],
-               "code": inference_code_hash(model_id.split("/", 1)[0])}
+               "code": inference_code_hash(ModelRef.parse(model_id).backend)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

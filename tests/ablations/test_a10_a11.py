@@ -181,6 +181,12 @@ def test_a10_on_a_simulated_run(run):
                                   & (kappa["fleiss_kappa"] <= kappa["kappa_boot_high"])).all()
     assert res.simulated and res.metrics["temperatures_skipped"] == [0.0]
     assert "humans' single-rater ICC(1,1)" in res.verdict
+    # one verdict per temperature, never folded; the reference is named for what it is
+    by_t = res.metrics["outcome_by_temperature"]
+    assert set(by_t) == {"0.3", "1"} and "T = 0.3: " in res.verdict and "T = 1: " in res.verdict
+    assert res.outcome == (by_t["0.3"] if len(set(by_t.values())) == 1
+                           else "differs_by_temperature")
+    assert "lower bound of one person's test-retest" in res.verdict
 
 
 def test_a11_on_a_simulated_run(run):
@@ -202,6 +208,20 @@ def test_a11_on_a_simulated_run(run):
     for r in main.iter_rows(named=True):
         assert r["r_sd_low"] <= r["r_sd_human_sd"] <= r["r_sd_high"]
         assert r["n"] + r["n_flagged"] == 96
+        # decided on the partial r given both means; the relative SDs as a sensitivity analysis
+        assert r["r_partial_low"] <= r["r_partial_means"] <= r["r_partial_high"]
+        assert r["r_relative_low"] <= r["r_relative_sd"] <= r["r_relative_high"]
+        # the simulator's raters share one noise SD, so the human SDs barely differ beyond
+        # their sampling error: the reliability can be <= 0, and then nothing is disattenuated
+        rho = r["human_sd_reliability"]
+        assert rho <= 1
+        if rho > 0:
+            assert abs(r["r_partial_disattenuated"]) >= abs(r["r_partial_means"])
+        else:
+            assert np.isnan(r["r_partial_disattenuated"])
+    assert res.metrics["decided_on"] == "r_partial_means"
+    assert (per["model_relative_sd"].drop_nans() <= 1 + 1e-9).all()
+    assert (per["human_relative_sd"].drop_nans() <= 1 + 1e-9).all()
     assert res.outcome in {"supports", "does_not_support", "cannot_tell"}
 
 

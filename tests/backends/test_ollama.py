@@ -240,3 +240,37 @@ def test_preflight_names_the_host_and_what_to_do(small_params):
         assert preflight(["simulated/gemma3-4b", "ollama/gemma3:4b"],
                          _inference(server.host)) == ["simulated/gemma3-4b", "ollama/gemma3:4b"]
         assert server.chat_requests() == []  # a preflight costs no model call
+
+
+def test_every_request_sent_again_is_counted_even_when_a_conversation_runs_out_of_retries(
+        stimuli, small_params):
+    """A request that fails on its last attempt, and the turns of its conversation that had
+    already been answered, are all sent again when the conversation is asked again in the next
+    round: each one is a counted retry, so requests == answers + retries exactly."""
+    from emoface.inference.engine import stimulus_inputs
+    from emoface.inference.runner import run_batch
+
+    stims = stimulus_inputs(stimuli)[:3]
+    with FakeOllama() as server:
+        bad = base64.b64encode(stims[1].image_path.read_bytes()).decode()
+        failures = {"left": 2}
+
+        def second_turn_of_bad(body: dict) -> bool:  # turn 2 of one image fails twice
+            if _image_of(body) == bad and len(body["messages"]) == 3 and failures["left"]:
+                failures["left"] -= 1
+                return True
+            return False
+
+        server.fail_when = second_turn_of_bad
+        inf = _inference(server.host, retries=1, backoff_s=0.01, concurrency=2)
+        be = make_backend("ollama/gemma3:4b", inf, emotions=small_params.study.emotions)
+        retries = []
+        be.on_retry = lambda: retries.append(1)
+        c = Condition()
+        rows, _ = run_batch(be, stims, c, small_params.study.emotions, c.options(inf))
+        requests = len(server.chat_requests())
+    assert len(rows) == 3
+    # the bad image: turn 1, turn 2 failing twice (retries exhausted), then the whole
+    # conversation again in the next round: turn 1 (sent again), 2 and 3 -> 6 requests
+    # for 3 answers; 2 failed requests + 1 lost answer = 3 retries
+    assert requests == 3 * 3 + 3 and len(retries) == 3

@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 pytest.importorskip("prefect_dask")
 from distributed import Client  # noqa: E402 - after the skip: dask is an optional extra
 
-from emoface.inference.worker import profiler_deadlocks, profiler_running  # noqa: E402
+from tasks.worker import profiler_deadlocks, profiler_running  # noqa: E402
 
 DIGEST = "a2af6cc3eb7f" + "0" * 52
 MODEL = "ollama/gemma3:4b"

@@ -1,9 +1,9 @@
-"""flows/ablations.py end to end, as a user runs it: a subprocess, Prefect's temporary server."""
+"""flows/ablations.py end to end, as a user runs it: a subprocess (Prefect's temporary server in the
+first test, the session's shared server in the others)."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,15 +12,16 @@ import pytest
 
 from tests.conftest import REPO, write_small_project_params
 from tests.fake_ollama import FakeOllama
+from tests.prefect_shared import flow_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def run_flow(args: list[str], params: Path, data: Path, tmp: Path, **env_extra) -> tuple[int, dict, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env.update(PREFECT_HOME=str(tmp / "prefect-home"),
-               PREFECT_RESULTS_LOCAL_STORAGE_PATH=str(tmp / "prefect-results"),
-               DO_NOT_TRACK="1", **env_extra)
+def run_flow(args: list[str], params: Path, data: Path, tmp: Path, *,
+             temporary_server: bool = False, **env_extra) -> tuple[int, dict, str]:
+    """The flow as a subprocess; against the session's shared Prefect server unless
+    ``temporary_server`` (then Prefect starts its own, as for a user without a server)."""
+    env = flow_env(tmp, temporary_server=temporary_server, **env_extra)
     proc = subprocess.run([sys.executable, "flows/ablations.py", *args, "--params", str(params),
                            "--data", str(data), "--json"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=900)
@@ -36,7 +37,7 @@ def project(tmp_path_factory):
 
 def test_priority_1_end_to_end_then_resume_with_zero_calls(project):
     tmp, params, data = project
-    rc, out, err = run_flow(["--priority", "1"], params, data, tmp)
+    rc, out, err = run_flow(["--priority", "1"], params, data, tmp, temporary_server=True)
     assert rc == 0, err[-3000:]
     assert out["ok"] and out["calls"] == 2 * 48 * (3 + 2 + 1) + 48  # + the FER classifier
     assert out["task_runs_recorded"] == out["task_runs"] > 0  # nothing lost at exit

@@ -5,7 +5,6 @@ the analyses (and no inference)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +12,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, write_small_project_params
+from tests.prefect_shared import flow_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _flow(repo: Path, args: list[str], params: Path, data: Path, tmp: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env.update(PREFECT_HOME=str(tmp / "prefect-home"), DO_NOT_TRACK="1",
-               PREFECT_RESULTS_LOCAL_STORAGE_PATH=str(tmp / "prefect-results"))
+    env = flow_env(tmp)
     proc = subprocess.run([sys.executable, "flows/ablations.py", *args, "--params", str(params),
                            "--data", str(data), "--json"], cwd=repo, env=env, capture_output=True,
                           text=True, timeout=900)

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -36,7 +35,9 @@ from emoface.backends.base import (
     TokenStep,
     TurnResult,
 )
+from emoface.backends.mlx import quantize
 from emoface.backends.mlx.prefix import FirstTurnSeed, SeedCache
+from emoface.backends.mlx.quantize import weights_digest
 from emoface.prompts import Turn
 
 DIGITS = tuple(str(d) for d in range(1, 10))
@@ -54,18 +55,6 @@ NO_CACHE_REUSE: dict[str, str] = {
 }
 # Architectures refused at load time (model_type -> the limitation): none known so far.
 UNSUPPORTED: dict[str, str] = {}
-
-
-def weights_digest(path: Path) -> str:
-    """sha256 over the weight files and config.json of a model directory."""
-    h = hashlib.sha256()
-    for f in sorted(path.glob("*.safetensors")) + [path / "config.json"]:
-        if f.exists():
-            h.update(f.name.encode())
-            with open(f, "rb") as fh:
-                while block := fh.read(1 << 22):
-                    h.update(block)
-    return f"sha256:{h.hexdigest()}"
 
 
 class MlxBackend(Backend):
@@ -227,8 +216,6 @@ def _model_type(model: str) -> str | None:
 
 
 def build(model: str, inference, *, emotions, stimulus_set=None) -> MlxBackend:
-    from emoface.backends.mlx import quantize
-
     path = None
     sq = quantize.parse(model)
     if sq is not None:  # A4's self-quantized arm, made once under data/models/quantized/

@@ -13,6 +13,7 @@ Model id of the arm: ``mlx/<fp16 model>@q<bits>-g<group_size>``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import re
@@ -22,7 +23,8 @@ from pathlib import Path
 
 from emoface.config import self_quantized_id
 
-__all__ = ["PROVENANCE", "SelfQuantized", "ensure_quantized", "parse", "self_quantized_id"]
+__all__ = ["PROVENANCE", "SelfQuantized", "ensure_quantized", "parse", "self_quantized_id",
+           "weights_digest"]
 
 SUFFIX = re.compile(r"^(?P<base>.+)@q(?P<bits>\d+)-g(?P<group>\d+)$")
 PROVENANCE = "emoface_quantization.json"
@@ -33,6 +35,19 @@ class SelfQuantized:
     base: str
     bits: int
     group_size: int
+
+
+def weights_digest(path: Path) -> str:
+    """sha256 over the weight files and config.json of a model directory (the MLX backend's model
+    digest, and the source digest a self-quantized copy records)."""
+    h = hashlib.sha256()
+    for f in sorted(path.glob("*.safetensors")) + [path / "config.json"]:
+        if f.exists():
+            h.update(f.name.encode())
+            with open(f, "rb") as fh:
+                while block := fh.read(1 << 22):
+                    h.update(block)
+    return f"sha256:{h.hexdigest()}"
 
 
 def parse(model: str) -> SelfQuantized | None:
@@ -47,7 +62,6 @@ def ensure_quantized(fp16_dir: Path, bits: int, group_size: int, root: Path) -> 
     import mlx_vlm
     from mlx_vlm import convert
 
-    from emoface.backends.mlx.backend import weights_digest
 
     if not (fp16_dir / "config.json").exists():
         raise FileNotFoundError(f"{fp16_dir}: not a local model directory (config.json missing); "

@@ -37,8 +37,12 @@ def profiler_deadlocks(version: tuple[int, ...] = tuple(sys.version_info)) -> bo
 def _warm_imports() -> None:
     import prefect.task_engine  # noqa: F401 - imported for its side effect: loaded once, early
 
-    import emoface.backends.ollama  # noqa: F401
     import emoface.inference.remote  # noqa: F401
+    from emoface.backends import BACKENDS, _import
+
+    for name, spec in BACKENDS.items():  # the server backends (no extra needed)
+        if spec.cluster_share is not None and spec.extra is None:
+            _import(name)
 
 
 class WorkerSetup(WorkerPlugin):
@@ -48,6 +52,9 @@ class WorkerSetup(WorkerPlugin):
     idempotent = True  # registered once per scheduler; a second flow run does not re-register
 
     def setup(self, worker) -> None:
+        from emoface.inference.remote import set_worker_address
+
+        set_worker_address(worker.address)  # rows say which worker computed them (served_by)
         if profiler_deadlocks():
             for name in PROFILER_CALLBACKS:
                 callback = worker.periodic_callbacks.pop(name, None)

@@ -1,0 +1,165 @@
+"""What every HTTP backend shares: retries with backoff and jitter, ``Retry-After``, and a circuit
+breaker. A backend only says which errors are which (:meth:`HttpRetries.call`'s ``classify``).
+
+* A transient failure (connection refused/reset, timeouts, HTTP 5xx, 429) is retried up to
+  ``retries`` times. The wait before retry *n* is ``backoff_s x 2^n`` plus up to ``backoff_s`` of
+  jitter (capped at 30 x ``backoff_s``), or the server's ``Retry-After`` when it asked for longer
+  (:class:`RateLimited`). The wait is slept with :meth:`Backend.backoff_sleep`, which leaves the
+  conversation's slot of ``max_concurrency`` to another conversation meanwhile.
+* Every failed request counts once as a request to send again (``Backend.on_retry``), the last
+  attempt of an exhausted one too: the conversation is asked again later, so requests sent ==
+  answers + counted retries, exactly.
+* :class:`CircuitBreaker`: once ``BREAKER_FAILURES`` requests in a row have failed over at least
+  ``BREAKER_SECONDS``, the server is taken to be down and every call fails at once with one
+  message naming the host (a brief restart survives; 30 % random faults never come near it). A
+  429 is an answer, not a failure: it neither opens nor resets the breaker.
+* A permanent error (model missing, other 4xx) is raised at once, no retry.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from emoface.backends.base import Backend, PermanentBackendError, TransientBackendError
+
+BREAKER_FAILURES = 16  # consecutive failed requests ...
+BREAKER_SECONDS = 3.0  # ... spanning at least this long open the breaker
+PREFLIGHT_TIMEOUT_S = 10.0  # a preflight's requests: one try each, at most this long
+RETRY_AFTER_MAX_S = 120.0  # a Retry-After longer than this is capped (a wait, not a stall)
+
+
+class RateLimited(TransientBackendError):
+    """HTTP 429: the server asks to come back later (``retry_after`` seconds, when it said)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date; None if absent."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, min(float(value), RETRY_AFTER_MAX_S))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, min(when.timestamp() - time.time(), RETRY_AFTER_MAX_S))
+
+
+class CircuitBreaker:
+    """Counts consecutive failed requests to one server; open = the server is taken to be down.
+
+    ``server`` names it in the message ("the Ollama server"), ``fix`` says what to check.
+    """
+
+    def __init__(self, host: str, failures: int = BREAKER_FAILURES,
+                 seconds: float = BREAKER_SECONDS, *, server: str = "the server",
+                 fix: str = "check that server and its log") -> None:
+        self.host, self.failures, self.seconds = host, failures, seconds
+        self.server, self.fix = server, fix
+        self._lock = threading.Lock()
+        self._run = 0
+        self._since = 0.0
+        self.open_reason: str | None = None
+
+    def check(self) -> None:
+        """Raise at once while open (no request is sent)."""
+        if self.open_reason is not None:
+            raise PermanentBackendError(self.open_reason)
+
+    def success(self) -> None:
+        with self._lock:
+            self._run = 0
+
+    def failure(self, err: Exception) -> None:
+        """Count a failed request; open (and raise) once the server looks down."""
+        now = time.monotonic()
+        with self._lock:
+            if self._run == 0:
+                self._since = now
+            self._run += 1
+            if (self.open_reason is None and self._run >= self.failures
+                    and now - self._since >= self.seconds):
+                self.open_reason = (
+                    f"{self.server} at {self.host} looks down: the last {self._run} requests "
+                    f"all failed over {now - self._since:.0f} s (last: {err}); {self.fix}")
+        self.check()
+
+
+class _Wait:
+    """Exponential backoff with jitter, or the server's Retry-After when that is longer."""
+
+    def __init__(self, backoff_s: float) -> None:
+        self.exp = wait_exponential_jitter(multiplier=backoff_s, jitter=backoff_s,
+                                           max=30 * max(backoff_s, 0.01))
+
+    def __call__(self, state: RetryCallState) -> float:
+        wait = self.exp(state)
+        err = state.outcome.exception() if state.outcome is not None else None
+        after = getattr(err, "retry_after", None)
+        return max(wait, after) if after is not None else wait
+
+
+class HttpRetries:
+    """Retries, backoff and the circuit breaker of one backend's server."""
+
+    def __init__(self, backend: Backend, breaker: CircuitBreaker, *, retries: int,
+                 backoff_s: float) -> None:
+        self.backend, self.breaker = backend, breaker
+        self.retries, self.backoff_s = retries, backoff_s
+
+    def call(self, classify: Callable[[Exception], Exception], fn: Callable[..., Any],
+             *args: Any, **kwargs: Any) -> tuple[Any, int]:
+        """``fn(*args, **kwargs)`` with retries on transient errors; returns (result, attempts).
+
+        ``classify`` maps an exception of the client to a :class:`TransientBackendError`, a
+        :class:`PermanentBackendError` or itself (a bug: raised as is)."""
+        def attempt():
+            self.breaker.check()
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as err:  # noqa: BLE001 - classified and re-raised
+                classified = classify(err)
+                if isinstance(classified, TransientBackendError):
+                    # every failed request is one request to make again: the last attempt too
+                    # (its conversation is asked again later), so requests sent == answers +
+                    # counted retries exactly
+                    self.backend._count_retries(1)
+                    if not isinstance(classified, RateLimited):
+                        self.breaker.failure(classified)
+                raise classified from err
+            self.breaker.success()
+            return result
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(TransientBackendError),
+            stop=stop_after_attempt(self.retries + 1),
+            wait=_Wait(self.backoff_s),
+            sleep=self.backend.backoff_sleep,
+            reraise=True,
+        )
+        state: dict[str, RetryCallState] = {}
+        for att in retrying:
+            state["s"] = att.retry_state
+            with att:
+                result = attempt()
+        return result, state["s"].attempt_number
