@@ -14,7 +14,7 @@ from rich.console import Console
 
 from emoface.config import load_params
 from emoface.errors import EmofaceError
-from emoface.paths import DataPaths
+from emoface.paths import DataPaths, check_data_root
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 stimuli_app = typer.Typer(no_args_is_help=True, help="Generate, import and check stimulus sets.")
@@ -36,6 +36,14 @@ def _fail(err: EmofaceError) -> None:
     raise typer.Exit(2)
 
 
+def _data(data: Path) -> DataPaths:
+    """The data folder, refused in one line when it cannot be one (a file, /dev/null, ...)."""
+    try:
+        return DataPaths(check_data_root(data))
+    except EmofaceError as err:
+        _fail(err)
+
+
 @stimuli_app.command("generate")
 def generate(params: ParamsOpt = Path("params.yaml"), data: DataOpt = Path("data"),
              name: Annotated[str | None, typer.Option(
@@ -47,7 +55,7 @@ def generate(params: ParamsOpt = Path("params.yaml"), data: DataOpt = Path("data
 
     try:
         p = load_params(params)
-        out = DataPaths(data).stimulus_set(name or p.stimuli.set_name)
+        out = _data(data).stimulus_set(name or p.stimuli.set_name)
         summary = generate_stimulus_set(p.study, p.stimuli, out)
     except EmofaceError as err:
         _fail(err)
@@ -72,7 +80,7 @@ def import_(
 
     try:
         p = load_params(params)
-        out = DataPaths(data).stimulus_set(name)
+        out = _data(data).stimulus_set(name)
         manifest = import_stimulus_folder(images, csv, out, p.study, norms_csv=norms,
                                           max_pixels=p.stimuli.max_image_pixels)
     except EmofaceError as err:
@@ -80,8 +88,9 @@ def import_(
     Console().print(f"imported {manifest.height} stimuli into {out.root}", highlight=False)
     if (out.root / CONVERSIONS).is_file():
         n = sum(1 for _ in (out.root / CONVERSIONS).open()) - 1
-        Console().print(f"{n} image(s) were not 8-bit RGB/grayscale and are stored as RGB PNG; "
-                        f"their original modes are in {out.root / CONVERSIONS}", highlight=False)
+        Console().print(f"{n} image(s) were not 8-bit RGB/grayscale or had an EXIF orientation "
+                        "(applied) and are stored as RGB PNG; their original modes and "
+                        f"orientations are in {out.root / CONVERSIONS}", highlight=False)
 
 
 @stimuli_app.command("check")
@@ -95,7 +104,7 @@ def check(
 
     try:
         p = load_params(params)
-        s = load_stimulus_set(DataPaths(data).stimulus_set(name), p.study)
+        s = load_stimulus_set(_data(data).stimulus_set(name), p.study)
     except EmofaceError as err:
         _fail(err)
     norms = "with" if s.norms is not None else "without"
@@ -110,8 +119,8 @@ def real_faces(params: ParamsOpt = Path("params.yaml"), data: DataOpt = Path("da
     try:
         p = load_params(params)
         rf = p.real_faces
-        out = DataPaths(data).stimulus_set(rf.name)
-        m = build_real_faces(p, DataPaths(data))
+        out = _data(data).stimulus_set(rf.name)
+        m = build_real_faces(p, _data(data))
     except EmofaceError as err:
         _fail(err)
     Console().print(f"imported {m.height} {rf.format} images into {out.root} "
@@ -137,7 +146,7 @@ def infer(
 
     try:
         p = load_params(params)
-        summary = run_condition_for(p, DataPaths(data), model, protocol=protocol,
+        summary = run_condition_for(p, _data(data), model, protocol=protocol,
                                     temperature=temperature, repeat=repeat,
                                     label_source=label_source, stimulus_set=stimulus_set,
                                     progress=sys.stderr.isatty())
@@ -165,6 +174,7 @@ def store_status_cmd(
 
     from emoface.inference.store import store_status
 
+    data = _data(data).root
     folders = store_status(data, checksums=not fast)
     damaged = [d for f in folders for d in f["damaged"]]
     if as_json:
@@ -203,6 +213,7 @@ def store_prune_cmd(
     from emoface.inference.store import store_status
 
     total, n = 0, 0
+    data = _data(data).root
     for f in store_status(data, checksums=False):
         for p in prune(f, dry_run=True):
             total += p.stat().st_size if p.exists() else 0

@@ -22,7 +22,7 @@ from pathlib import Path
 from emoface import __version__
 from emoface.ablations import Plan, WorkItem, baseline_items
 from emoface.config import Params
-from emoface.errors import EmofaceError
+from emoface.errors import DataError, EmofaceError
 from emoface.inference import batchfiles
 from emoface.inference.store import LAYERS_RECORD, HiddenStateStore, PredictionStore
 from emoface.io import atomic_path, sha256_file
@@ -57,6 +57,34 @@ def inputs_digest(items: Sequence[WorkItem], data: DataPaths) -> str | None:
     return h.hexdigest()
 
 
+def verify_inputs(items: Sequence[WorkItem], data: DataPaths) -> int:
+    """Every current input batch of ``items`` checked as the readers check it (sizes and SHA-256
+    against its commit record; hidden-state layers against ``layers.json``): what ``--stage
+    analyses`` does before calling anything up to date, since it cannot redo a batch itself.
+    Raises DataError naming the first missing, outdated or damaged batch and what to run; returns
+    the number of folders checked."""
+    checked: set[Path] = set()
+    for it in items:
+        if it.kind == "hidden":
+            hs = HiddenStateStore(data.root)
+            folder = hs.model_dir(it.stimulus_set, it.model_id)
+            if folder in checked:
+                continue
+            why = hs.layers_current(folder, checksums=True)
+            if why is not None:
+                raise DataError(f"hidden states not usable: {why}; run the inference stage "
+                                "(or the whole run) to redo them", file=folder)
+        else:
+            folder = PredictionStore(data.root).condition_dir(
+                it.stimulus_set, it.condition.condition_id, it.model_id)
+            if folder in checked:
+                continue
+            batchfiles.require_current(folder, PredictionStore.SUFFIXES, checksums=True,
+                                       what=it.label)
+        checked.add(folder)
+    return len(checked)
+
+
 def analysis_key(ablation_id: str, params: Params, data: DataPaths, models: Sequence[str],
                  items: Sequence[WorkItem]) -> str | None:
     """What an analysis's result depends on: inputs, parameters, code. None: inputs not ready."""
@@ -74,12 +102,17 @@ def _metrics(data: DataPaths, ablation_id: str) -> Path:
     return data.root / "results" / ablation_id / "metrics.json"
 
 
-def record_analysis(ablation_id: str, key: str | None, data: DataPaths) -> None:
-    """Remember the key an analysis's written results belong to (after it wrote them)."""
+def record_analysis(ablation_id: str, key: str | None, data: DataPaths,
+                    seconds: float | None = None) -> None:
+    """Remember the key an analysis's written results belong to (after it wrote them), and how
+    long it took (``seconds``: the dry run's estimate of the next time it runs)."""
     if key is None:
         return
     out = _metrics(data, ablation_id)
-    _write(out.parent / ANALYSIS_KEY, {"key": key, "metrics_sha256": sha256_file(out)})
+    rec = {"key": key, "metrics_sha256": sha256_file(out)}
+    if seconds is not None:
+        rec["seconds"] = round(seconds, 2)
+    _write(out.parent / ANALYSIS_KEY, rec)
 
 
 def analysis_is_current(ablation_id: str, key: str | None, data: DataPaths) -> bool:

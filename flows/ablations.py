@@ -49,6 +49,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def check_args(args: argparse.Namespace, params):
+    """Every command-line value checked as params.yaml's are (docs/params.md), before anything
+    runs: a bad one raises EmofaceError/ValueError, one line naming the flag (exit status 2).
+    Returns (params with --dask applied, ablation ids, model ids, the data folder)."""
+    from emoface.ablations import registry, select
+    from emoface.config import ExecutionParams, parse_model_ids
+    from emoface.errors import ConfigError
+    from emoface.paths import DataPaths, check_data_root
+
+    top = max(a.priority for a in registry().values())
+    if args.priority is not None and not 1 <= args.priority <= top:
+        raise ConfigError(f"--priority {args.priority}: give a priority from 1 to {top} "
+                          "(every ablation of that priority or lower)")
+    if args.dask:
+        try:
+            execution = ExecutionParams.model_validate(
+                {**params.execution.model_dump(), "dask": args.dask})
+        except ValueError:
+            raise ConfigError(f"--dask {args.dask!r}: give the scheduler address, e.g. "
+                              "tcp://HOST:8786") from None
+        params = params.model_copy(update={"execution": execution})
+    only = None
+    if args.only is not None:
+        only = [a.strip() for a in args.only.split(",")]
+        if not any(only) or not all(only):
+            raise ConfigError(f"--only {args.only!r}: an empty ablation id (a stray comma?); "
+                              "give ids separated by commas, e.g. A5,A8")
+    ids = select(priority=args.priority, tier=args.tier, only=only)
+    models = parse_model_ids(args.models) if args.models is not None else list(params.models.study)
+    data = DataPaths(check_data_root(args.data))
+    return params, ids, models, data
+
+
 def _quiet_prefect_env() -> None:
     """Settings that must hold even when run from outside the repository (prefect.toml is read
     from the working directory); an explicit environment variable still wins."""
@@ -76,12 +109,13 @@ def print_plan(summary: dict, as_json: bool) -> None:
 
     console = Console(width=max(130, Console().width))
     t = Table(title="Ablations, in the plan's execution order")
-    for col in ("id", "name", "priority", "paper section", "conditions"):
+    for col in ("id", "name", "priority", "paper section", "conditions", "models"):
         t.add_column(col)
     for aid in summary["ablations"]:
         a = REGISTRY[aid]
         n = sum(1 for c in summary["conditions"] if aid in c["needed_by"])
-        t.add_row(aid, a.name, str(a.priority), a.paper_section, str(n))
+        t.add_row(aid, a.name, str(a.priority), a.paper_section, str(n),
+                  ", ".join(summary["models_by_ablation"].get(aid, [])))
     console.print(t)
     c = Table(title="Unique work (after dedupe)")
     for col in ("model", "condition", "stimuli", "needed by", "calls", "done"):
@@ -95,10 +129,28 @@ def print_plan(summary: dict, as_json: bool) -> None:
     lat = "; ".join(f"{m}: {v['seconds_per_call'] * 1000:.1f} ms/call ({v['source']})"
                     + (f" on {workers[m]} Dask worker(s)" if m in workers else "")
                     for m, v in summary["latency"].items())
+    runs = summary["analyses_to_run"]
+    measured = sum(1 for v in runs.values() if v["source"] == "measured")
+    ana = (f"{len(runs)} to run, {measured} timed in earlier runs here, the others at a stated "
+           "default per ablation; + the report" if runs else "none to run")
     console.print(f"calls: naive sum {summary['calls_total']:,} -> unique {summary['calls_unique']:,}"
                   f"; already done {summary['calls_done']:,}; to run "
                   f"{summary['calls_remaining']:,}\nestimated time: "
-                  f"{summary['estimated_seconds'] / 60:.1f} min ({lat})")
+                  f"{summary['estimated_seconds'] / 60:.1f} min = inference "
+                  f"{summary['estimated_inference_seconds'] / 60:.1f} min ({lat}) + analyses "
+                  f"{summary['estimated_analysis_seconds'] / 60:.1f} min ({ana})",
+                  highlight=False)
+    for line in summary["warnings"]:
+        console.print(line, highlight=False, style="bold yellow", soft_wrap=True)
+
+
+def announce_models(summary: dict) -> None:
+    """At the start of a run (stderr): per ablation the models it uses, then one warning line per
+    ablation that still uses a simulated model while others are real."""
+    for aid, models in summary["models_by_ablation"].items():
+        print(f"{aid}: {', '.join(models)}", file=sys.stderr)
+    for line in summary["warnings"]:
+        print(line, file=sys.stderr)
 
 
 def wait_for_records(ids: set[str], timeout_s: float = 60.0) -> int:
@@ -146,11 +198,12 @@ def _up_to_date(plan, params, data, ids: list[str], inference: bool, analyses: b
 
 
 def check_backends(summary: dict, params) -> list[str]:
-    """Preflight every model that still has calls to make (server up, model pulled; seconds)."""
+    """Preflight every model of the plan (server up, model pulled; seconds): the ones with calls
+    to make, and the ones whose stored batches a no-change re-run checks against their model's
+    digest, so a complete store with the server down is one line too, before Prefect starts."""
     from emoface.inference.preflight import preflight
 
-    todo = [c["model_id"] for c in summary["conditions"]
-            if not c["stimuli_known"] or c["calls"] > c["calls_done"]]
+    todo = [c["model_id"] for c in summary["conditions"]]
     if params.execution.dask:
         from emoface.inference.remote import cluster_backend
 
@@ -162,25 +215,15 @@ def check_backends(summary: dict, params) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from emoface.ablations import build_plan, select
+    from emoface.ablations import build_plan
     from emoface.config import load_params
     from emoface.errors import EmofaceError
-    from emoface.paths import DataPaths
     from emoface.planning import summarize
 
     try:
         params = load_params(args.params)
-        if args.dask:
-            if "://" not in args.dask:
-                raise ValueError(f"--dask {args.dask!r}: give the scheduler address, "
-                                 "e.g. tcp://HOST:8786")
-            params = params.model_copy(update={"execution": params.execution.model_copy(
-                update={"dask": args.dask})})
-        ids = select(priority=args.priority, tier=args.tier,
-                     only=args.only.split(",") if args.only else None)
-        models = args.models.split(",") if args.models else list(params.models.study)
+        params, ids, models, data = check_args(args, params)
         plan = build_plan(params, ids, models)
-        data = DataPaths(args.data)
         workers = None
         if args.dry_run and params.execution.dask:
             from emoface.inference.remote import cluster_backend
@@ -191,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                 if workers is None:
                     print(f"note: the Dask scheduler at {params.execution.dask} did not answer; "
                           "the estimate is for one worker per model", file=sys.stderr)
-        summary = summarize(plan, params, data, workers)
+        summary = summarize(plan, params, data, workers, analyses=args.stage != "inference")
     except (EmofaceError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -201,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.stage in ("all", "inference"):
             check_backends(summary, params)
+        else:  # the analyses alone cannot redo a batch: verify every input as the readers will
+            from emoface.uptodate import verify_inputs
+
+            verify_inputs(plan.unique, data)
     except EmofaceError as err:
         if args.debug:
             import traceback
@@ -219,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     if (done := _up_to_date(plan, params, data, ids, inference, analyses, args.json,
                             summary["calls_remaining"])) is not None:
         return done
+    announce_models(summary)  # the run starts: its models per ablation, simulated ones flagged
     _quiet_prefect_env()
     from prefect import tags
 

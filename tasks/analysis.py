@@ -11,6 +11,7 @@ Its main table and verdict are published as Prefect artifacts.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +59,11 @@ def analysis_task(ablation_id: str, params: Params, data_root: str, models: list
     data = DataPaths(Path(data_root))
     ctx = AnalysisContext(params, data, list(models))
     inputs_key = analysis_key(ablation_id, params, data, models, items)  # before it reads them
+    t0 = time.perf_counter()
     result = run_analysis(ablation_id, ctx)
     folder = write_result(result, data.root / "results")
     write_headline(ablation_id, result.outcome, result.tables, folder)  # the DVC metrics
-    record_analysis(ablation_id, inputs_key, data)
+    record_analysis(ablation_id, inputs_key, data, seconds=time.perf_counter() - t0)
     key = ablation_id.lower()
     table = result.tables["main"].head(200).with_columns(pl.col(pl.Float64).round(4))
     create_table_artifact(

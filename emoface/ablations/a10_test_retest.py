@@ -334,4 +334,5 @@ ABLATION = Ablation(
                    "from below); below => less consistent than two different humans.",
     planned_hours=None, needs="no new calls: A3's repeats at T > 0 and the human norms",
     work=work, analysis=analysis, figures=figures, report=REPORT,
+    analysis_seconds=7.0,  # CPU s on the embedded set (emoface/planning.py)
 )

@@ -384,4 +384,5 @@ ABLATION = Ablation(
                    "uncertainty mirrors human disagreement; below 0 => it runs against it.",
     planned_hours=None, needs="no new calls: the baseline's digit distributions and the norms",
     work=work, analysis=analysis, figures=figures, report=REPORT,
+    analysis_seconds=2.0,  # CPU s on the embedded set (emoface/planning.py)
 )

@@ -38,7 +38,7 @@ class A1Params(_Frozen):
 
     label_source: Literal["baseline", "intended"] = "baseline"
     # equivalence margin for r(human, image) - r(human, label-only) (docs/analysis-plan.md)
-    margin: float = Field(0.05, gt=0, lt=1)
+    margin: float = Field(0.05, gt=0, lt=1, allow_inf_nan=False)
 
 
 def text_only(params: Params) -> Condition:
@@ -204,4 +204,5 @@ ABLATION = Ablation(
     planned_hours=2.0,
     needs="text-only prompts with each model's own baseline label, both models",
     work=work, analysis=analysis, figures=figures, params=A1Params, report=REPORT,
+    analysis_seconds=2.0,  # CPU s on the embedded set (emoface/planning.py)
 )

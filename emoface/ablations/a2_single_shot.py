@@ -151,4 +151,5 @@ ABLATION = Ablation(
                    "suppresses variance.",
     planned_hours=2.0, needs="one JSON prompt per image, both models",
     work=work, analysis=analysis, figures=figures, report=REPORT,
+    analysis_seconds=3.0,  # CPU s on the embedded set (emoface/planning.py)
 )

@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 class A3Params(_Frozen):
     """``ablations.A3``: the temperature grid, repeats per temperature, T = 0 repeats."""
 
-    temperatures: tuple[Temperature, ...] = Field((0.0, 0.3, 0.7, 1.0), min_length=1)
-    repeats: int = Field(3, ge=1)
+    temperatures: tuple[Temperature, ...] = Field((0.0, 0.3, 0.7, 1.0), min_length=1,
+                                                  max_length=16)
+    repeats: int = Field(3, ge=1, le=100)
     # T = 0 repeats: one piece of work (deterministic by design) or re-run with their own seeds
     # to measure the server's non-determinism
     t0_repeats: Literal["deterministic", "distinct"] = "deterministic"
@@ -243,4 +244,5 @@ ABLATION = Ablation(
     interpretation="Within-category SD rises with T => the output constraint is the main cause.",
     planned_hours=8.0, needs="T in the grid x repeats, both models",
     work=work, analysis=analysis, figures=figures, params=A3Params, report=REPORT,
+    analysis_seconds=4.0,  # CPU s on the embedded set (emoface/planning.py)
 )

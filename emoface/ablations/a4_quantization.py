@@ -225,4 +225,5 @@ ABLATION = Ablation(
     interpretation="Expected a little more variance at FP16 (an estimated 20-30 % restored).",
     planned_hours=3.0, needs="Gemma3-4B in FP16 and 4-bit, T = 0",
     work=work, analysis=analysis, figures=figures, params=A4Params, report=REPORT,
+    analysis_seconds=2.0,  # CPU s on the embedded set (emoface/planning.py)
 )

@@ -307,4 +307,5 @@ ABLATION = Ablation(
                    "output-level effect.",
     planned_hours=1.0, needs="analysis of the baseline logits",
     work=baseline_only, analysis=analysis, figures=figures, report=REPORT,
+    analysis_seconds=5.0,  # CPU s on the embedded set (emoface/planning.py)
 )

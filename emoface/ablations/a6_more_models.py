@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from emoface.ablations.base import BASELINE, Ablation, Headline, WorkItem, baseline_items, predictions
 from emoface.ablations.report_spec import (
@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 class A6Params(_Frozen):
     """``ablations.A6``: the extra models run with the baseline protocol."""
 
-    models: tuple[ModelId, ...] = ("simulated/qwen2-vl-7b", "simulated/kimi-vl",
-                                   "simulated/smolvlm2")
+    models: tuple[ModelId, ...] = Field(("simulated/qwen2-vl-7b", "simulated/kimi-vl",
+                                         "simulated/smolvlm2"), max_length=32)
 
     @field_validator("models")
     @classmethod
@@ -254,4 +254,5 @@ ABLATION = Ablation(
     interpretation="The same pattern (kappa, collapse) across N >= 4 models => it generalises.",
     planned_hours=4.0, needs="baseline protocol on the extra models",
     work=work, analysis=analysis, figures=figures, params=A6Params, report=REPORT,
+    analysis_seconds=2.0,  # CPU s on the embedded set (emoface/planning.py)
 )

@@ -208,4 +208,5 @@ ABLATION = Ablation(
                    "effect.",
     planned_hours=6.0, needs="baseline protocol on a real-face set, VLMs + FER",
     work=work, analysis=analysis, figures=figures, report=REPORT,
+    analysis_seconds=2.0,  # CPU s on the embedded set (emoface/planning.py)
 )

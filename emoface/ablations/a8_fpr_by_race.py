@@ -510,4 +510,5 @@ ABLATION = Ablation(
     interpretation="FPR(Black) > FPR(Korean) => real over-attribution, not an accuracy gap.",
     planned_hours=0.5, needs="analysis of the baseline predictions",
     work=baseline_only, analysis=analysis, figures=figures, report=REPORT,
+    analysis_seconds=18.0,  # CPU s on the embedded set (emoface/planning.py)
 )

@@ -272,4 +272,5 @@ ABLATION = Ablation(
                    "=> information in the representation, not in the output.",
     planned_hours=4.0, needs="hidden states of Gemma3 per layer",
     work=work, analysis=analysis, figures=figures, params=A9Params, report=REPORT,
+    analysis_seconds=48.0,  # CPU s on the embedded set (emoface/planning.py)
 )

@@ -108,6 +108,10 @@ class Ablation:
     # its place in the report: the summary's question and decision rows, the section's tables
     # (emoface/ablations/report_spec.py); None: the report shows every column of main.csv
     report: ReportSpec | None = None
+    # seconds the analysis (tables and figures) takes on the embedded set with the default
+    # parameters: the dry run's estimate until it has run in this data folder (then the time it
+    # took there is used)
+    analysis_seconds: float = 30.0
 
 
 def baseline_items(params: Params, models: Sequence[str]) -> list[WorkItem]:

@@ -77,14 +77,29 @@ def write_json(data: dict, path: Path) -> None:
         tmp.write_text(json.dumps(_json_safe(data), indent=1, sort_keys=True) + "\n")
 
 
+def with_simulated(table: pl.DataFrame, simulated: bool) -> pl.DataFrame:
+    """``table`` with a ``simulated`` column (every CSV of results carries one): kept when the
+    table has it; else per row from a backend model id (``simulated/...``) in ``model_id``; else
+    the result's flag (True when any number in it comes from the simulated backend)."""
+    if "simulated" in table.columns:
+        return table
+    if "model_id" in table.columns and table["model_id"].dtype == pl.String:
+        mid = pl.col("model_id")
+        return table.with_columns(
+            pl.when(mid.str.contains("/")).then(mid.str.starts_with("simulated/"))
+            .otherwise(pl.lit(simulated)).fill_null(simulated).alias("simulated"))
+    return table.with_columns(pl.lit(simulated).alias("simulated"))
+
+
 def write_result(result: AblationResult, root: Path) -> Path:
-    """Write one ablation's results under ``root/<ID>/``; returns the folder."""
+    """Write one ablation's results under ``root/<ID>/``; returns the folder. Every table and
+    plot CSV has a ``simulated`` column (:func:`with_simulated`)."""
     folder = root / result.ablation_id
     for name, table in result.tables.items():
         flat = table.select([c for c in table.columns if table[c].dtype != pl.Object])
-        write_csv(flat, folder / "tables" / f"{name}.csv")
+        write_csv(with_simulated(flat, result.simulated), folder / "tables" / f"{name}.csv")
     for name, table in result.plots.items():
-        write_csv(table, folder / "plots" / f"{name}.csv")
+        write_csv(with_simulated(table, result.simulated), folder / "plots" / f"{name}.csv")
     figures = figures_for(result, folder / "figures")
     write_json({"ablation": result.ablation_id, "outcome": result.outcome,
                 "simulated": result.simulated, "verdict": result.verdict,

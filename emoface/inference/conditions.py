@@ -24,8 +24,8 @@ class Condition(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     protocol: Protocol = "context_carry"
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
-    repeat: int = Field(1, ge=1)
+    temperature: float = Field(0.0, ge=0.0, le=2.0, allow_inf_nan=False)
+    repeat: int = Field(1, ge=1, le=100)  # as ablations.A3.repeats
     label_source: LabelSource | None = None
     # A3 with ``t0_repeats: distinct``: a T = 0 repeat re-run with its own seed (to measure the
     # server's non-determinism). Not part of the stored identity (excluded from model_dump), so

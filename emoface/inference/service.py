@@ -7,9 +7,11 @@ the same pieces batch by batch.
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 from emoface.backends import make_backend
 from emoface.config import Params
-from emoface.errors import DataError
+from emoface.errors import ConfigError, DataError
 from emoface.inference.conditions import Condition
 from emoface.inference.engine import (
     baseline_labels,
@@ -46,9 +48,15 @@ def run_condition_for(params: Params, data: DataPaths, model_id: str, *, protoco
                       temperature: float = 0.0, repeat: int = 1, label_source: str | None = None,
                       stimulus_set: str | None = None, progress: bool = False) -> dict:
     emotions = params.study.emotions
+    try:
+        condition = Condition(protocol=protocol, temperature=temperature, repeat=repeat,
+                              label_source=label_source)
+    except ValidationError as err:  # the command line's values: one line naming the option
+        e = err.errors()[0]
+        option = str(e["loc"][0]).replace("_", "-") if e["loc"] else "condition"
+        raise ConfigError(f"--{option}: {e['msg'].removeprefix('Value error, ')} "
+                          f"(got {e.get('input')!r})") from None
     ss = load_stimulus_set(data.stimulus_set(stimulus_set or params.stimuli.set_name), params.study)
-    condition = Condition(protocol=protocol, temperature=temperature, repeat=repeat,
-                          label_source=label_source)
     preflight([model_id], params.inference, emotions=emotions)  # seconds, before any batch
     backend = make_backend(model_id, params.inference, emotions=emotions, stimulus_set=ss)
     store = PredictionStore(data.root)

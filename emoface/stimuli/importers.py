@@ -3,12 +3,16 @@
 The metadata CSV needs the columns ``file, emotion, race, gender, identity`` (``stimulus_id`` is
 optional; the file name without extension is used otherwise). ``file`` is relative to the images
 folder and may not leave it. An optional norms CSV keyed by ``stimulus_id`` or ``file`` gives
-``valence_mean, valence_sd, arousal_mean, arousal_sd, n_raters``.
+``valence_mean, valence_sd, arousal_mean, arousal_sd, n_raters``; its ``file`` is the name in the
+metadata CSV (an image stored under another name after conversion is still found by it).
+A text cell that starts with ``=``, ``+``, ``-``, ``@`` (or a tab or carriage return) is refused,
+naming file, row and field: these cells reach CSV exports, and a spreadsheet runs them as formulas.
 
 Images are checked (inside the folder after resolving symbolic links, decodes completely, size
 limits, one frame: :mod:`emoface.stimuli.images`), hashed, and copied into
-``data/stimuli/<name>/images/``; images in modes other than 8-bit RGB or grayscale are stored as RGB
-PNGs and their original mode is listed in ``conversions.csv``. The set is built aside and swapped in
+``data/stimuli/<name>/images/``; images in modes other than 8-bit RGB or grayscale, or with an EXIF
+orientation (applied), are stored as RGB PNGs and their original mode and orientation are listed in
+``conversions.csv``. The set is built aside and swapped in
 only when every row passed, so a rejected import writes nothing and leaves an earlier set untouched.
 """
 
@@ -29,7 +33,18 @@ from emoface.stimuli.store import NORMS_TYPES, replace_set, validate_manifest, v
 
 REQUIRED = ("file", "emotion", "race", "gender", "identity")
 DEFAULT_MAX_PIXELS = 40_000_000
-CONVERSIONS = "conversions.csv"  # stimulus_id, source_file, original_mode, stored_as
+CONVERSIONS = "conversions.csv"  # stimulus_id, source_file, original_mode, exif_orientation,
+#                                  stored_as
+#: first characters that make a spreadsheet evaluate a cell (OWASP "CSV injection")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def check_no_formula(value: object, *, file: Path, row: int, field: str) -> None:
+    """Refuse a text cell a spreadsheet would run as a formula (``=1+1``, ``@SUM(...)``, ...)."""
+    if isinstance(value, str) and value.lstrip(" ").startswith(FORMULA_STARTS):
+        raise DataError(f"value {value!r} starts with {value.lstrip(' ')[0]!r}, which a spreadsheet "
+                        "opening an exported CSV runs as a formula; remove that character",
+                        file=file, row=row, field=field)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")  # the manifest schema's stimulus_id pattern
 
 
@@ -72,6 +87,8 @@ def _manifest_rows(meta: pl.DataFrame, images_dir: Path, csv: Path, study: Study
         for col in REQUIRED:
             if rec[col] is None or not str(rec[col]).strip():
                 raise DataError("empty value", file=csv, row=i, field=col)
+        for col in (*REQUIRED, "stimulus_id"):
+            check_no_formula(rec.get(col), file=csv, row=i, field=col)
         rel = _safe_relative(rec["file"].strip(), file=csv, row=i)
         src = resolve_inside(images_dir, rel, file=csv, row=i)
         emotion = rec["emotion"].strip().lower()
@@ -83,7 +100,8 @@ def _manifest_rows(meta: pl.DataFrame, images_dir: Path, csv: Path, study: Study
         stored = rel.with_suffix(img.suffix) if img.converted else rel
         if img.converted:
             conversions.append({"stimulus_id": sid, "source_file": rel.as_posix(),
-                                "original_mode": img.original_mode, "stored_as": "RGB PNG"})
+                                "original_mode": img.original_mode,
+                                "exif_orientation": img.orientation, "stored_as": "RGB PNG"})
         rows.append({
             "stimulus_id": sid,
             "file": f"images/{stored.as_posix()}",
@@ -100,11 +118,18 @@ def _manifest_rows(meta: pl.DataFrame, images_dir: Path, csv: Path, study: Study
     return rows, blobs, conversions
 
 
-def _read_norms(norms_csv: Path, manifest: pl.DataFrame) -> pl.DataFrame:
+def _read_norms(norms_csv: Path, manifest: pl.DataFrame,
+                conversions: list[dict] = ()) -> pl.DataFrame:
     raw = read_csv(norms_csv)
+    for col in ("stimulus_id", "file"):
+        if col in raw.columns:
+            for i, value in enumerate(raw[col].to_list(), start=1):
+                check_no_formula(value, file=norms_csv, row=i, field=col)
     if "stimulus_id" not in raw.columns and "file" in raw.columns:
         by_file = dict(zip(manifest["file"].to_list(), manifest["stimulus_id"].to_list(),
                            strict=True))
+        # an image stored under another name (a CMYK JPEG now an RGB PNG) by its original name
+        by_file.update({f"images/{c['source_file']}": c["stimulus_id"] for c in conversions})
         ids = []
         for i, f in enumerate(raw["file"].to_list(), start=1):
             key = f"images/{PurePosixPath((f or '').strip().replace(chr(92), '/')).as_posix()}"
@@ -146,7 +171,7 @@ def import_stimulus_folder(
     rows, blobs, conversions = _manifest_rows(meta, images_dir, metadata_csv, study, source,
                                               max_pixels)
     manifest = validate_manifest(pl.DataFrame(rows), study, file=metadata_csv)
-    norms = _read_norms(norms_csv, manifest) if norms_csv is not None else None
+    norms = _read_norms(norms_csv, manifest, conversions) if norms_csv is not None else None
     with replace_set(out) as tmp_root:
         for blob, rel in zip(blobs, manifest["file"].to_list(), strict=True):
             dst = tmp_root / rel

