@@ -257,7 +257,7 @@ def _tables(root: Path, aid: str) -> list[Block]:
             continue
         try:
             df = pl.read_csv(path, infer_schema_length=None)
-        except pl.exceptions.NoDataError:  # an empty table (e.g. A10 without repeats)
+        except pl.exceptions.NoDataError:  # an empty table (an ablation with nothing to test)
             continue
         if not v.cols:  # no view defined: every column
             v = View(v.table, tuple(Col(c, c) for c in df.columns), v.title)

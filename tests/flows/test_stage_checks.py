@@ -12,6 +12,7 @@ import yaml
 
 from emoface.ablations import baseline_items, build_plan, run_analysis
 from emoface.analysis.context import AnalysisContext
+from emoface.analysis.headline import write_headline
 from emoface.analysis.report import write_result
 from emoface.config import load_params
 from emoface.inference.service import run_condition_for
@@ -49,7 +50,9 @@ def _analyse(params, data: DataPaths, ids: list[str], models: list[str]) -> None
     work = {"baseline": baseline_items(params, models), **plan.per_ablation}
     for aid, items in work.items():
         key = analysis_key(aid, params, data, models, items)
-        write_result(run_analysis(aid, AnalysisContext(params, data, models)), data.root / "results")
+        result = run_analysis(aid, AnalysisContext(params, data, models))
+        folder = write_result(result, data.root / "results")
+        write_headline(aid, result.outcome, result.tables, folder)
         record_analysis(aid, key, data)
 
 
