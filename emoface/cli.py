@@ -32,6 +32,16 @@ def _fail(err: EmofaceError) -> None:
     raise typer.Exit(2)
 
 
+def _lock(data: Path):
+    """Hold the data folder for this writing command (emoface.runlock); refused in one line."""
+    from emoface.runlock import acquire
+
+    try:
+        return acquire(data)
+    except EmofaceError as err:
+        _fail(err)
+
+
 @stimuli_app.command("generate")
 def generate(params: ParamsOpt = Path("params.yaml"), data: DataOpt = Path("data")) -> None:
     """Generate the embedded synthetic stimulus set (images, manifest, norms, latents)."""
@@ -40,6 +50,7 @@ def generate(params: ParamsOpt = Path("params.yaml"), data: DataOpt = Path("data
     try:
         p = load_params(params)
         out = DataPaths(data).stimulus_set(p.stimuli.set_name)
+        _lock(data)
         summary = generate_stimulus_set(p.study, p.stimuli, out)
     except EmofaceError as err:
         _fail(err)
@@ -65,6 +76,7 @@ def import_(
     try:
         p = load_params(params)
         out = DataPaths(data).stimulus_set(name)
+        _lock(data)
         manifest = import_stimulus_folder(images, csv, out, p.study, norms_csv=norms,
                                           max_pixels=p.stimuli.max_image_pixels)
     except EmofaceError as err:
@@ -103,6 +115,7 @@ def real_faces(params: ParamsOpt = Path("params.yaml"), data: DataOpt = Path("da
         p = load_params(params)
         rf = p.real_faces
         out = DataPaths(data).stimulus_set(rf.name)
+        _lock(data)
         m = build_real_faces(p, DataPaths(data))
     except EmofaceError as err:
         _fail(err)
@@ -129,6 +142,7 @@ def infer(
 
     try:
         p = load_params(params)
+        _lock(data)
         summary = run_condition_for(p, DataPaths(data), model, protocol=protocol,
                                     temperature=temperature, repeat=repeat,
                                     label_source=label_source, stimulus_set=stimulus_set,
@@ -194,6 +208,8 @@ def store_prune_cmd(
     from emoface.inference.batchfiles import prune
     from emoface.inference.store import store_status
 
+    if not dry_run:
+        _lock(data)
     total, n = 0, 0
     for f in store_status(data, checksums=False):
         for p in prune(f, dry_run=True):

@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--stage", choices=["all", "inference", "analyses"], default="all")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--data", type=Path, default=Path("data"))
+    ap.add_argument("--wait", action="store_true",
+                    help="if another run holds the data folder, wait for it instead of refusing")
     ap.add_argument("--debug", action="store_true",
                     help="show full tracebacks of expected errors too (backend down, bad input)")
     return ap.parse_args(argv)
@@ -197,6 +199,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print_plan(summary, args.json)
         return 0
+    from emoface.runlock import acquire, end_leftover_server
+
+    waited = []
+
+    def on_wait(holder: dict) -> None:
+        waited.append(holder)
+        print(f"waiting: {data.root} is in use by PID {holder.get('pid', '?')} on "
+              f"{holder.get('host', '?')} since {holder.get('started', '?')}", file=sys.stderr)
+
+    try:  # one writing run per data folder; released by the kernel however this process ends
+        lock = acquire(data.root, wait=args.wait, on_wait=on_wait)
+        if waited:  # the holder has stored work meanwhile: plan again from what is there now
+            summary = summarize(plan, params, data, None)
+    except EmofaceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if (ended := end_leftover_server(lock.previous)) is not None:
+        print(f"note: ended the temporary Prefect server (PID {ended}) a killed run left behind",
+              file=sys.stderr)
     try:
         if args.stage in ("all", "inference"):
             check_backends(summary, params)
