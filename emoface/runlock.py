@@ -15,6 +15,7 @@ The file itself is never deleted (deleting a locked file would let a third run l
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shlex
@@ -183,6 +184,7 @@ def acquire(data_root: Path, *, command: str | None = None, wait: bool = False,
     lock = RunLock(path, fd, info, previous)
     lock._write()
     _HELD[str(path.resolve())] = lock
+    atexit.register(lock.release)  # a clean exit clears the record (a crash: the kernel unlocks)
     return lock
 
 

@@ -240,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
                             summary["calls_remaining"])) is not None:
         return done
     _quiet_prefect_env()
+    from flows.runtime import start_server
+
+    # this run's own temporary server (unless PREFECT_API_URL names one): it dies with the run
+    start_server(on_started=lambda pid, port: lock.update(server_pid=pid, server_port=port))
     from prefect import tags
 
     from flows.console import quiet_expected_errors
@@ -288,4 +292,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    sys.exit(main())
+    from flows.runtime import run_main
+
+    sys.exit(run_main(main))  # SIGINT / SIGTERM: one line, exit status 130 / 143
