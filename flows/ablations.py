@@ -294,4 +294,4 @@ if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     from flows.runtime import run_main
 
-    sys.exit(run_main(main))  # SIGINT / SIGTERM: one line, exit status 130 / 143
+    run_main(main)  # SIGINT / SIGTERM: one line, exit status 130 / 143

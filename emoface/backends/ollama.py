@@ -41,6 +41,7 @@ from emoface.backends.base import (
     GenerationOptions,
     ModelInfo,
     PermanentBackendError,
+    ServerDown,
     StimulusInput,
     TokenStep,
     TransientBackendError,
@@ -51,24 +52,38 @@ from emoface.prompts import Turn
 _TRANSIENT_HTTPX = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 BREAKER_FAILURES = 16  # consecutive failed requests ...
 BREAKER_SECONDS = 3.0  # ... spanning at least this long open the breaker
+BREAKER_HOLD_S = 60.0  # an open breaker lets requests through again after this long
 PREFLIGHT_TIMEOUT_S = 10.0
 
 
 class CircuitBreaker:
-    """Counts consecutive failed requests to one server; open = the server is taken to be down."""
+    """Counts consecutive failed requests to one server; open = the server is taken to be down.
+
+    One breaker per host in a process (:func:`breaker_for`), shared by every backend that calls
+    it, so once it opens every conversation of the run to that server, whatever model or
+    stimulus set, fails at once, and those sleeping in a backoff wake (``opened``) and fail too.
+    In a long-lived process (a Dask worker) an open breaker closes again after ``hold_s``.
+    """
 
     def __init__(self, host: str, failures: int = BREAKER_FAILURES,
-                 seconds: float = BREAKER_SECONDS) -> None:
-        self.host, self.failures, self.seconds = host, failures, seconds
+                 seconds: float = BREAKER_SECONDS, hold_s: float = BREAKER_HOLD_S) -> None:
+        self.host, self.failures, self.seconds, self.hold_s = host, failures, seconds, hold_s
         self._lock = threading.Lock()
         self._run = 0
         self._since = 0.0
+        self._opened_at = 0.0
         self.open_reason: str | None = None
+        self.opened = threading.Event()
 
     def check(self) -> None:
-        """Raise at once while open (no request is sent)."""
-        if self.open_reason is not None:
-            raise PermanentBackendError(self.open_reason)
+        """Raise :class:`ServerDown` at once while open (no request is sent)."""
+        reason = self.open_reason
+        if reason is not None:
+            if time.monotonic() - self._opened_at < self.hold_s:
+                raise ServerDown(reason)
+            with self._lock:  # held long enough: let requests through again
+                self.open_reason, self._run = None, 0
+                self.opened.clear()
 
     def success(self) -> None:
         with self._lock:
@@ -87,7 +102,21 @@ class CircuitBreaker:
                     f"the Ollama server at {self.host} looks down: the last {self._run} requests "
                     f"all failed over {now - self._since:.0f} s (last: {err}); check that server "
                     "(`ollama serve`, its log)")
+                self._opened_at = now
+                self.opened.set()
         self.check()
+
+
+_BREAKERS: dict[str, CircuitBreaker] = {}
+_BREAKERS_LOCK = threading.Lock()
+
+
+def breaker_for(host: str) -> CircuitBreaker:
+    """The process's circuit breaker for ``host`` (made on first use)."""
+    with _BREAKERS_LOCK:
+        if host not in _BREAKERS:
+            _BREAKERS[host] = CircuitBreaker(host)
+        return _BREAKERS[host]
 
 
 def _quantization(details: object) -> str:
@@ -107,7 +136,8 @@ class OllamaBackend(Backend):
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
-        self.breaker = CircuitBreaker(self.host)
+        self.breaker = breaker_for(self.host)
+        self.wake = self.breaker.opened  # a backoff sleep ends when the server is found down
         self._info: ModelInfo | None = None
 
     # --- errors and retries ---------------------------------------------------------------
