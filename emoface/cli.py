@@ -33,7 +33,8 @@ def _fail(err: EmofaceError) -> None:
 
 
 def _lock(data: Path):
-    """Hold the data folder for this writing command (emoface.runlock); refused in one line."""
+    """Hold the data folder for this writing command (emoface.runlock); refused in one line.
+    Released when the command ends (:func:`_writes_data`), also when run in-process."""
     from emoface.runlock import acquire
 
     try:
@@ -42,7 +43,26 @@ def _lock(data: Path):
         _fail(err)
 
 
+def _writes_data(fn):
+    """Release the data-folder locks the command took, however it ends."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from emoface.runlock import held_locks
+
+        before = set(held_locks())
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            for key, lock in held_locks().items():
+                if key not in before:
+                    lock.release()
+    return wrapper
+
+
 @stimuli_app.command("generate")
+@_writes_data
 def generate(params: ParamsOpt = Path("params.yaml"), data: DataOpt = Path("data")) -> None:
     """Generate the embedded synthetic stimulus set (images, manifest, norms, latents)."""
     from emoface.stimuli.generate import generate_stimulus_set
@@ -62,6 +82,7 @@ def generate(params: ParamsOpt = Path("params.yaml"), data: DataOpt = Path("data
 
 
 @stimuli_app.command("import")
+@_writes_data
 def import_(
     name: Annotated[str, typer.Argument(help="name of the new stimulus set")],
     images: Annotated[Path, typer.Option(help="folder holding the images")],
@@ -107,6 +128,7 @@ def check(
 
 
 @stimuli_app.command("real-faces")
+@_writes_data
 def real_faces(params: ParamsOpt = Path("params.yaml"), data: DataOpt = Path("data")) -> None:
     """Build A7's real-face set as params.yaml's real_faces section says (DVC stage real_faces)."""
     from emoface.stimuli.datasets import build_real_faces
@@ -124,6 +146,7 @@ def real_faces(params: ParamsOpt = Path("params.yaml"), data: DataOpt = Path("da
 
 
 @app.command("infer")
+@_writes_data
 def infer(
     model: Annotated[str, typer.Option(help="model id, backend/model")] = "simulated/gemma3-4b",
     protocol: Annotated[str, typer.Option(help="context_carry | single_shot | text_only")] = (
@@ -197,6 +220,7 @@ def store_status_cmd(
 
 
 @store_app.command("prune")
+@_writes_data
 def store_prune_cmd(
     data: DataOpt = Path("data"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would go; delete nothing")]

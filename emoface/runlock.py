@@ -10,7 +10,9 @@ any way, ``kill -9`` included: a killed run never leaves the folder locked, and 
 takes it at once. The file holds who holds it (PID, host, start time, command) for the one-line
 refusal a second run prints, and the PID and port of the temporary Prefect server the run
 started, so that the next run can end a server a dead run left behind (:func:`end_leftover_server`).
-The file itself is never deleted (deleting a locked file would let a third run lock a new one).
+A clean end removes the file while still holding it; a run that was waiting on the removed file
+notices (another inode, or none, at the path) and locks the file there instead, so two runs never
+hold "the" lock at once.
 """
 
 from __future__ import annotations
@@ -95,6 +97,8 @@ class RunLock:
     info: dict
     #: what the previous holder wrote (it is gone: the lock was free); {} for a fresh file
     previous: dict = field(default_factory=dict)
+    #: the data folder did not exist before (removed again on release if still empty)
+    created_root: bool = False
 
     def update(self, **values) -> None:
         """Add ``values`` to the record in the lock file (e.g. the Prefect server's PID)."""
@@ -110,10 +114,9 @@ class RunLock:
     def release(self) -> None:
         if self.fd < 0:
             return
-        try:
-            os.ftruncate(self.fd, 0)  # a clean end leaves nothing to clean up for the next run
-        except OSError:
-            pass
+        # a clean end leaves nothing behind: the file is removed while still locked (a run
+        # waiting on it then sees another inode, or none, and locks the file there anew)
+        _remove_empty(self.path.parent if self.created_root else None, self.path)
         os.close(self.fd)  # closing the only descriptor releases the flock
         self.fd = -1
         _HELD.pop(str(self.path.resolve()), None)
@@ -123,6 +126,20 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def held_locks() -> dict[str, RunLock]:
+    """The locks this process holds now, by lock file."""
+    return {k: v for k, v in _HELD.items() if v.fd >= 0}
+
+
+def _remove_empty(root: Path | None, path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+        if root is not None:
+            root.rmdir()  # only if empty: a folder this command created for nothing
+    except OSError:
+        pass
 
 
 def read_holder(data_root: Path) -> dict:
@@ -143,45 +160,58 @@ def acquire(data_root: Path, *, command: str | None = None, wait: bool = False,
     root = Path(data_root)
     if root.exists() and not root.is_dir():
         raise EmofaceError(f"--data {root}: not a folder")
+    created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     path = root / LOCK_NAME
     held = _HELD.get(str(path.resolve()))
     if held is not None and held.fd >= 0:
         return held  # this process holds it already (one command calling another)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
     waited = False
-    try:
-        while fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = read_holder(root)
-                if not wait:
-                    raise RunLocked(
-                        f"{root} is in use by another run: {_describe(holder)}; wait for it to "
-                        "finish and run this again, or add --wait to start as soon as it "
-                        "ends") from None
-                if not waited and on_wait is not None:
-                    on_wait(holder)
-                waited = True
-                time.sleep(poll_s)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
         try:
-            previous = json.loads(os.pread(fd, 1 << 16, 0).decode() or "{}")
-            if not isinstance(previous, dict):
+            while fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    holder = read_holder(root)
+                    if not wait:
+                        raise RunLocked(
+                            f"{root} is in use by another run: {_describe(holder)}; wait for it "
+                            "to finish and run this again, or add --wait to start as soon as it "
+                            "ends") from None
+                    if not waited and on_wait is not None:
+                        on_wait(holder)
+                    waited = True
+                    time.sleep(poll_s)
+            # a holder that ended cleanly removed the file it locked: lock the one there now
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            try:
+                previous = json.loads(os.pread(fd, 1 << 16, 0).decode() or "{}")
+                if not isinstance(previous, dict):
+                    previous = {}
+            except ValueError:
                 previous = {}
-        except ValueError:
-            previous = {}
-    except BaseException:
-        os.close(fd)
-        raise
+            break
+        except BaseException:
+            os.close(fd)
+            if created:
+                _remove_empty(root, path)
+            raise
     info = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "started": datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command or " ".join(shlex.quote(a) for a in sys.argv),
     }
-    lock = RunLock(path, fd, info, previous)
+    lock = RunLock(path, fd, info, previous, created)
     lock._write()
     _HELD[str(path.resolve())] = lock
     atexit.register(lock.release)  # a clean exit clears the record (a crash: the kernel unlocks)
