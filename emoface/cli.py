@@ -44,7 +44,37 @@ def _data(data: Path) -> DataPaths:
         _fail(err)
 
 
+def _lock(data: Path):
+    """Hold the data folder for this writing command (emoface.runlock); refused in one line.
+    Released when the command ends (:func:`_writes_data`), also when run in-process."""
+    from emoface.runlock import acquire
+
+    try:
+        return acquire(data)
+    except EmofaceError as err:
+        _fail(err)
+
+
+def _writes_data(fn):
+    """Release the data-folder locks the command took, however it ends."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from emoface.runlock import held_locks
+
+        before = set(held_locks())
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            for key, lock in held_locks().items():
+                if key not in before:
+                    lock.release()
+    return wrapper
+
+
 @stimuli_app.command("generate")
+@_writes_data
 def generate(params: ParamsOpt = Path("params.yaml"), data: DataOpt = Path("data"),
              name: Annotated[str | None, typer.Option(
                  help="set name to write (default: stimuli.set_name); dvc.yaml passes "
@@ -56,6 +86,7 @@ def generate(params: ParamsOpt = Path("params.yaml"), data: DataOpt = Path("data
     try:
         p = load_params(params)
         out = _data(data).stimulus_set(name or p.stimuli.set_name)
+        _lock(data)
         summary = generate_stimulus_set(p.study, p.stimuli, out)
     except EmofaceError as err:
         _fail(err)
@@ -67,6 +98,7 @@ def generate(params: ParamsOpt = Path("params.yaml"), data: DataOpt = Path("data
 
 
 @stimuli_app.command("import")
+@_writes_data
 def import_(
     name: Annotated[str, typer.Argument(help="name of the new stimulus set")],
     images: Annotated[Path, typer.Option(help="folder holding the images")],
@@ -81,6 +113,7 @@ def import_(
     try:
         p = load_params(params)
         out = _data(data).stimulus_set(name)
+        _lock(data)
         manifest = import_stimulus_folder(images, csv, out, p.study, norms_csv=norms,
                                           max_pixels=p.stimuli.max_image_pixels)
     except EmofaceError as err:
@@ -112,6 +145,7 @@ def check(
 
 
 @stimuli_app.command("real-faces")
+@_writes_data
 def real_faces(params: ParamsOpt = Path("params.yaml"), data: DataOpt = Path("data")) -> None:
     """Build A7's real-face set as params.yaml's real_faces section says (DVC stage real_faces)."""
     from emoface.stimuli.datasets import build_real_faces
@@ -121,6 +155,7 @@ def real_faces(params: ParamsOpt = Path("params.yaml"), data: DataOpt = Path("da
         rf = p.real_faces
         out = _data(data).stimulus_set(rf.name)
         m = build_real_faces(p, _data(data))
+        _lock(data)
     except EmofaceError as err:
         _fail(err)
     Console().print(f"imported {m.height} {rf.format} images into {out.root} "
@@ -128,6 +163,7 @@ def real_faces(params: ParamsOpt = Path("params.yaml"), data: DataOpt = Path("da
 
 
 @app.command("infer")
+@_writes_data
 def infer(
     model: Annotated[str, typer.Option(help="model id, backend/model")] = "simulated/gemma3-4b",
     protocol: Annotated[str, typer.Option(help="context_carry | single_shot | text_only")] = (
@@ -146,6 +182,7 @@ def infer(
 
     try:
         p = load_params(params)
+        _lock(data)
         summary = run_condition_for(p, _data(data), model, protocol=protocol,
                                     temperature=temperature, repeat=repeat,
                                     label_source=label_source, stimulus_set=stimulus_set,
@@ -201,6 +238,7 @@ def store_status_cmd(
 
 
 @store_app.command("prune")
+@_writes_data
 def store_prune_cmd(
     data: DataOpt = Path("data"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would go; delete nothing")]
@@ -212,6 +250,8 @@ def store_prune_cmd(
     from emoface.inference.batchfiles import prune
     from emoface.inference.store import store_status
 
+    if not dry_run:
+        _lock(data)
     total, n = 0, 0
     data = _data(data).root
     for f in store_status(data, checksums=False):
@@ -264,7 +304,7 @@ def results_export_cmd(
     from emoface.results.export import export
 
     try:
-        s = export(load_params(params), DataPaths(data), out, only=only)
+        s = export(load_params(params), _data(data), out, only=only)
     except EmofaceError as err:
         _fail(err)
     for line in s.skipped:
@@ -275,6 +315,7 @@ def results_export_cmd(
 
 
 @results_app.command("import")
+@_writes_data
 def results_import_cmd(
     predictions: Annotated[Path, typer.Option(help="the answers: JSONL, CSV or Parquet")],
     map_file: Annotated[Path, typer.Option("--map", help="the mapping file (YAML)")],
@@ -302,7 +343,9 @@ def results_import_cmd(
 
     try:
         p = load_params(params)
-        rep = run_import(p, DataPaths(data), predictions=predictions, mapping_file=map_file,
+        if not dry_run:
+            _lock(data)  # it writes the store, as a run does
+        rep = run_import(p, _data(data), predictions=predictions, mapping_file=map_file,
                          logits=logits, model_id=model_id, condition=condition,
                          stimulus_set=stimulus_set, allow_missing=allow_missing, dry_run=dry_run,
                          replace=replace)

@@ -2,8 +2,9 @@
 
 Every write goes to a temporary file in the same folder and is renamed into place (``os.replace``
 is atomic on POSIX), so a reader never sees half a file and a crash leaves the old file intact.
-Temporary names start with ``.`` and end with ``.tmp`` (:func:`sweep_temporaries` removes what a
-killed writer left behind). Files and folders get the permissions the process's umask gives any
+Temporary names start with ``.``, carry the writer's PID (``.NAME.pidPID.XXXX.tmp``) and end with
+``.tmp`` (:func:`sweep_temporaries` removes what a killed writer left behind, never what a live one
+is writing). Files and folders get the permissions the process's umask gives any
 other new file (``mkstemp``/``mkdtemp`` alone would make them private: 0600 / 0700).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -49,11 +51,28 @@ def _honour_umask(path: Path, *, folder: bool) -> None:
     os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
 
 
+def _tmp_prefix(target: Path) -> str:
+    return f".{target.name}.pid{os.getpid()}."
+
+
+_OWNER = re.compile(r"\.(?:pid|old-)(\d+)(?:\.|$)")
+
+
+def writer_alive(path: Path) -> bool:
+    """Whether the process that made this temporary (``.NAME.pidPID.XXXX.tmp``) or set-aside
+    (``.NAME.old-PID``) path is still running on this machine: then it is still being written
+    (or swapped) and must be left alone. Names without a PID (older versions) count as dead."""
+    from emoface.runlock import pid_alive
+
+    owners = _OWNER.findall(path.name[1:])
+    return bool(owners) and pid_alive(int(owners[-1]))
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` if the block succeeds."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(target), suffix=".tmp", dir=target.parent)
     os.close(fd)
     _honour_umask(Path(tmp), folder=False)
     tmp_path = Path(tmp)
@@ -95,7 +114,7 @@ def atomic_dir(target: Path, *, replaces_only: str | None = None) -> Iterator[Pa
                         f"(no {replaces_only}) or it is a symbolic link; choose another name",
                         file=target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(target), suffix=".tmp", dir=target.parent))
     _honour_umask(tmp, folder=True)
     try:
         yield tmp
@@ -113,13 +132,16 @@ def atomic_dir(target: Path, *, replaces_only: str | None = None) -> Iterator[Pa
 
 def sweep_temporaries(folders: Iterable[Path]) -> int:
     """Remove the temporary files and folders (``.*.tmp``) a killed writer left in ``folders`` and
-    below; returns how many. Never touches a committed file: a folder set aside by
-    :func:`atomic_dir` (``.NAME.old-PID``) whose replacement never arrived is moved back."""
+    below; returns how many. Never touches a committed file, nor anything whose writer is still
+    running (:func:`writer_alive`): a folder set aside by :func:`atomic_dir` (``.NAME.old-PID``)
+    whose replacement never arrived is moved back."""
     removed = 0
     for folder in folders:
         if not folder.is_dir():
             continue
         for path in sorted(folder.rglob(".*.old-[0-9]*")):
+            if writer_alive(path):
+                continue  # its writer is between the two renames of the swap
             target = path.with_name(path.name[1:].rsplit(".old-", 1)[0])
             if not target.exists():
                 os.replace(path, target)  # killed between the two renames: restore the old set
@@ -129,6 +151,9 @@ def sweep_temporaries(folders: Iterable[Path]) -> int:
         for path in sorted(folder.rglob(".*.tmp")):
             if not (path.exists() or path.is_symlink()):
                 continue  # inside a temporary folder removed just before
+            if writer_alive(path) or any(writer_alive(p) for p in path.parents
+                                         if p.name.endswith(".tmp")):
+                continue  # a live process is writing it
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
             else:

@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--stage", choices=["all", "inference", "analyses"], default="all")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--data", type=Path, default=Path("data"))
+    ap.add_argument("--wait", action="store_true",
+                    help="if another run holds the data folder, wait for it instead of refusing")
     ap.add_argument("--debug", action="store_true",
                     help="show full tracebacks of expected errors too (backend down, bad input)")
     return ap.parse_args(argv)
@@ -241,6 +243,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print_plan(summary, args.json)
         return 0
+    from emoface.runlock import acquire, end_leftover_server
+
+    waited = []
+
+    def on_wait(holder: dict) -> None:
+        waited.append(holder)
+        print(f"waiting: {data.root} is in use by PID {holder.get('pid', '?')} on "
+              f"{holder.get('host', '?')} since {holder.get('started', '?')}", file=sys.stderr)
+
+    try:  # one writing run per data folder; released by the kernel however this process ends
+        lock = acquire(data.root, wait=args.wait, on_wait=on_wait)
+        if waited:  # the holder has stored work meanwhile: plan again from what is there now
+            summary = summarize(plan, params, data, None)
+    except EmofaceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if (ended := end_leftover_server(lock.previous)) is not None:
+        print(f"note: ended the temporary Prefect server (PID {ended}) a killed run left behind",
+              file=sys.stderr)
     try:
         if args.stage in ("all", "inference"):
             check_backends(summary, params)
@@ -268,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         return done
     announce_models(summary)  # the run starts: its models per ablation, simulated ones flagged
     _quiet_prefect_env()
+    from flows.runtime import start_server
+
+    # this run's own temporary server (unless PREFECT_API_URL names one): it dies with the run
+    start_server(on_started=lambda pid, port: lock.update(server_pid=pid, server_port=port))
     from prefect import tags
 
     from flows.console import quiet_expected_errors
@@ -316,4 +341,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    sys.exit(main())
+    from flows.runtime import run_main
+
+    run_main(main)  # SIGINT / SIGTERM: one line, exit status 130 / 143

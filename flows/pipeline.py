@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from emoface.ablations import REGISTRY, Plan, WorkItem, baseline_items
 from emoface.ablations.base import BASELINE
 from emoface.backends import Backend, make_backend
+from emoface.backends.base import ServerDown
 from emoface.config import Params
 from emoface.inference.engine import (
     hidden_states_complete,
@@ -34,6 +35,17 @@ from tasks.analysis import analysis_task, report_task
 from tasks.cluster import Cluster, ClusterError, ClusterModel
 from tasks.inference import inference_batch, inference_group
 from tasks.record import HOOKS
+
+
+def server_down(err: BaseException | None) -> bool:
+    """Whether ``err`` (or what caused it) is a circuit breaker's :class:`ServerDown`."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, ServerDown):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
 
 
 class RunFailure(RuntimeError):
@@ -291,6 +303,8 @@ def cluster_flow(items: list[WorkItem], params: Params, data_root: str, models_l
     except (ModelDigestMismatch, ClusterError):
         raise
     except Exception as err:  # noqa: BLE001 - each ablation's subflow retries and reports it
+        if server_down(err):
+            raise  # a server found down by its circuit breaker ends the run
         logger.warning("cluster inference stopped (%s); each ablation now runs its own batches "
                        "and reports any failure", err)
     return cluster.calls - before
@@ -393,6 +407,8 @@ def _ablations(plan: Plan, params: Params, data_root: str, selection: str, infer
             except (ModelDigestMismatch, ClusterError):
                 raise  # different weights / no cluster: no later ablation may run either
             except Exception as err:  # noqa: BLE001 - every ablation gets its chance; reported below
+                if server_down(err):
+                    raise  # no later ablation can reach that server either: stop now
                 logger.error("%s failed: %s", aid, err)
                 failures.append({"ablation": aid, "error": str(err)})
         if analyses:

@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
+from emoface import stop
 from emoface.backends.base import Backend, TransientBackendError
 from emoface.inference import batchfiles
 from emoface.inference.engine import BatchSpec, run_one_batch
@@ -44,11 +45,12 @@ class StoredBatchPolicy(CachePolicy):
 
 
 def retry_transient_only(task, task_run, state) -> bool:
-    """Retry the batch only when the backend said the failure was transient."""
+    """Retry the batch only when the backend said the failure was transient; never once a
+    circuit breaker found the server down (:class:`ServerDown`) or the run was interrupted."""
     try:
         state.result()
     except TransientBackendError:
-        return True
+        return not stop.STOP.is_set()
     except Exception:  # noqa: BLE001 - anything else is not worth retrying
         return False
     return False

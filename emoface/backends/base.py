@@ -13,7 +13,6 @@ message says what to do).
 from __future__ import annotations
 
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emoface import stop
 from emoface.errors import EmofaceError
 from emoface.prompts import Turn
 
@@ -36,6 +36,11 @@ class TransientBackendError(BackendError):
 
 class PermanentBackendError(BackendError):
     """Retrying cannot help; the message says what to run or change."""
+
+
+class ServerDown(PermanentBackendError):
+    """A circuit breaker found the server down: the run stops, naming the host. Never retried
+    (not per call, not per batch, not per task)."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,8 @@ class Backend(ABC):
     #: a conversation that failed later): requests sent = answers + retries, exactly. The
     #: progress bar counts them; set by whoever runs
     on_retry: Callable[[], None] | None = None
+    #: set when waiting for a retry is pointless (e.g. the server was found down)
+    wake: threading.Event | None = None
     _limiter_lock = threading.Lock()
 
     @property
@@ -156,7 +163,9 @@ class Backend(ABC):
         if held:
             self.limiter.release()
         try:
-            time.sleep(seconds)
+            # wakes (and raises Interrupted) when the run is interrupted, and returns early when
+            # ``wake`` is set (the server was found down: the retry then fails at once)
+            stop.sleep(seconds, until=self.wake)
         finally:
             if held:
                 self.limiter.acquire()

@@ -31,10 +31,11 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from emoface.backends.base import Backend, PermanentBackendError, TransientBackendError
+from emoface.backends.base import Backend, ServerDown, TransientBackendError
 
 BREAKER_FAILURES = 16  # consecutive failed requests ...
 BREAKER_SECONDS = 3.0  # ... spanning at least this long open the breaker
+BREAKER_HOLD_S = 60.0  # an open breaker lets requests through again after this long
 PREFLIGHT_TIMEOUT_S = 10.0  # a preflight's requests: one try each, at most this long
 RETRY_AFTER_MAX_S = 120.0  # a Retry-After longer than this is capped (a wait, not a stall)
 
@@ -68,23 +69,35 @@ def parse_retry_after(value: str | None) -> float | None:
 class CircuitBreaker:
     """Counts consecutive failed requests to one server; open = the server is taken to be down.
 
-    ``server`` names it in the message ("the Ollama server"), ``fix`` says what to check.
+    ``server`` names it in the message ("the Ollama server"), ``fix`` says what to check. One
+    breaker per host in a process (:func:`breaker_for`), shared by every backend that calls it,
+    so once it opens every conversation of the run to that server, whatever model or stimulus
+    set, fails at once (:class:`ServerDown`, never retried), and those sleeping in a backoff wake
+    (``opened``) and fail too. In a long-lived process (a Dask worker) an open breaker closes
+    again after ``hold_s``.
     """
 
     def __init__(self, host: str, failures: int = BREAKER_FAILURES,
                  seconds: float = BREAKER_SECONDS, *, server: str = "the server",
-                 fix: str = "check that server and its log") -> None:
-        self.host, self.failures, self.seconds = host, failures, seconds
+                 fix: str = "check that server and its log", hold_s: float = BREAKER_HOLD_S) -> None:
+        self.host, self.failures, self.seconds, self.hold_s = host, failures, seconds, hold_s
         self.server, self.fix = server, fix
         self._lock = threading.Lock()
         self._run = 0
         self._since = 0.0
+        self._opened_at = 0.0
         self.open_reason: str | None = None
+        self.opened = threading.Event()
 
     def check(self) -> None:
-        """Raise at once while open (no request is sent)."""
-        if self.open_reason is not None:
-            raise PermanentBackendError(self.open_reason)
+        """Raise :class:`ServerDown` at once while open (no request is sent)."""
+        reason = self.open_reason
+        if reason is not None:
+            if time.monotonic() - self._opened_at < self.hold_s:
+                raise ServerDown(reason)
+            with self._lock:  # held long enough: let requests through again
+                self.open_reason, self._run = None, 0
+                self.opened.clear()
 
     def success(self) -> None:
         with self._lock:
@@ -102,7 +115,23 @@ class CircuitBreaker:
                 self.open_reason = (
                     f"{self.server} at {self.host} looks down: the last {self._run} requests "
                     f"all failed over {now - self._since:.0f} s (last: {err}); {self.fix}")
+                self._opened_at = now
+                self.opened.set()
         self.check()
+
+
+_BREAKERS: dict[str, CircuitBreaker] = {}
+_BREAKERS_LOCK = threading.Lock()
+
+
+def breaker_for(host: str, *, server: str = "the server",
+                fix: str = "check that server and its log") -> CircuitBreaker:
+    """The process's circuit breaker for ``host`` (made on first use, by the first backend to
+    call that host: its ``server`` and ``fix`` name it in the message)."""
+    with _BREAKERS_LOCK:
+        if host not in _BREAKERS:
+            _BREAKERS[host] = CircuitBreaker(host, server=server, fix=fix)
+        return _BREAKERS[host]
 
 
 class _Wait:

@@ -31,15 +31,17 @@ from emoface.backends.base import (
     GenerationOptions,
     ModelInfo,
     PermanentBackendError,
+    ServerDown,
     StimulusInput,
     TokenStep,
     TransientBackendError,
     TurnResult,
 )
-from emoface.backends.http import PREFLIGHT_TIMEOUT_S, CircuitBreaker, HttpRetries
+from emoface.backends.http import PREFLIGHT_TIMEOUT_S, HttpRetries, breaker_for
 from emoface.prompts import Turn
 
 _TRANSIENT_HTTPX = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
 
 
 def _quantization(details: object) -> str:
@@ -59,8 +61,9 @@ class OllamaBackend(Backend):
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
-        self.breaker = CircuitBreaker(self.host, server="the Ollama server",
-                                      fix="check that server (`ollama serve`, its log)")
+        self.breaker = breaker_for(self.host, server="the Ollama server",
+                                   fix="check that server (`ollama serve`, its log)")
+        self.wake = self.breaker.opened  # a backoff sleep ends when the server is found down
         self._retries = HttpRetries(self, self.breaker, retries=retries, backoff_s=backoff_s)
         self._info: ModelInfo | None = None
 

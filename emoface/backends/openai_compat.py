@@ -57,9 +57,9 @@ from emoface.backends.base import (
 )
 from emoface.backends.http import (
     PREFLIGHT_TIMEOUT_S,
-    CircuitBreaker,
     HttpRetries,
     RateLimited,
+    breaker_for,
     parse_retry_after,
 )
 from emoface.prompts import Turn
@@ -109,9 +109,10 @@ class OpenAICompatBackend(Backend):
         self.timeout_s = timeout_s
         self.wanted_logprobs = min(top_logprobs, MAX_TOP_LOGPROBS)
         self.client = self._client(timeout_s)
-        self.breaker = CircuitBreaker(
+        self.breaker = breaker_for(
             self.host, server="the OpenAI-compatible server",
             fix="check that server (`vllm serve ...` or your engine, its log) and OPENAI_BASE_URL")
+        self.wake = self.breaker.opened  # a backoff sleep ends when the server is found down
         self._retries = HttpRetries(self, self.breaker, retries=retries, backoff_s=backoff_s)
         self._server: ServerInfo | None = None
         self._info: ModelInfo | None = None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emoface import stop
 from emoface.backends.base import (
     Backend,
     GenerationOptions,
@@ -103,6 +104,7 @@ def rate_stimulus(
         convs = [[t for t in convs[0] if t.field in ("emotion", "json")][:1]]
         parsed.update({f: Parsed(None, "not_asked") for f in RATING_FIELDS})
     for conv in convs:
+        stop.check()  # an interrupted run starts no new conversation
         image_stim = stimulus if any(t.with_image for t in conv) else None
         schema = single_shot_schema() if conv[0].field == "json" else None
         results = backend.converse(image_stim, conv, options, json_schema=schema)

@@ -105,8 +105,11 @@ class PredictionStore:
 
     @staticmethod
     def sweep(folder: Path) -> int:
-        """Remove temporary files a killed writer left behind (never a committed batch)."""
-        stale = list(folder.glob(".*.tmp")) if folder.is_dir() else []
+        """Remove temporary files a killed writer left behind (never a committed batch, nor what
+        a live process is writing)."""
+        from emoface.io import writer_alive
+
+        stale = [f for f in folder.glob(".*.tmp") if not writer_alive(f)] if folder.is_dir() else []
         for f in stale:
             f.unlink(missing_ok=True)
         return len(stale)

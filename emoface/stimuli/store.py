@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,11 +42,44 @@ class StimulusSet:
 def replace_set(out: StimulusSetPaths):
     """The atomic swap every writer of a stimulus set uses: ``out``'s folder name must be a valid
     set name, its path may not climb (``..``), and an existing folder there is replaced only if it
-    is a stimulus set (holds manifest.csv). Yields the temporary folder to build the set in."""
+    is a stimulus set (holds manifest.csv). Yields the temporary folder to build the set in; the
+    name and path are checked at once (before any work), and the built set is swapped in only if
+    it is complete: its manifest.csv lists every image, each present with its sha256
+    (:func:`verify_built_set`). Otherwise the earlier set stays as it was."""
     check_set_name(out.root.name, field="set name")
     if ".." in out.root.parts:
         raise DataError("a stimulus set path may not contain '..'", file=out.root)
-    return atomic_dir(out.root, replaces_only="manifest.csv")
+    return _build_and_swap(out)
+
+
+@contextmanager
+def _build_and_swap(out: StimulusSetPaths) -> Iterator[Path]:
+    with atomic_dir(out.root, replaces_only="manifest.csv") as tmp:
+        yield tmp
+        verify_built_set(tmp, out)
+
+
+def verify_built_set(tmp: Path, out: StimulusSetPaths) -> int:
+    """Check a set built in ``tmp`` before it is committed as ``out``: manifest.csv there, every
+    file it lists present with the recorded sha256, nothing under images/ it does not list.
+    Returns the number of images; a problem is a DataError naming ``out``'s file and row."""
+    built = StimulusSetPaths(tmp)
+    if not built.manifest.is_file():
+        raise DataError("the set was not committed: its manifest.csv was not written", file=out.manifest)
+    manifest = cast_columns(read_csv(built.manifest), {"file": pl.String(), "sha256": pl.String()},
+                            file=out.manifest)
+    try:
+        _check_files(manifest, tmp, out.manifest)
+    except DataError as err:
+        raise DataError(f"the set was not committed (incomplete build): {err}") from None
+    listed = {str(Path(f)) for f in manifest["file"].to_list()}
+    if built.images.is_dir():
+        extra = sorted(str(p.relative_to(tmp)) for p in built.images.rglob("*")
+                       if p.is_file() and str(p.relative_to(tmp)) not in listed)
+        if extra:
+            raise DataError(f"the set was not committed: {len(extra)} image(s) not in the "
+                            f"manifest, e.g. {extra[0]}", file=out.manifest)
+    return manifest.height
 
 
 def validate_manifest(df: pl.DataFrame, study: StudyParams, *, file: Path) -> pl.DataFrame:
