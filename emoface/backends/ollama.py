@@ -31,7 +31,6 @@ from emoface.backends.base import (
     GenerationOptions,
     ModelInfo,
     PermanentBackendError,
-    ServerDown,
     StimulusInput,
     TokenStep,
     TransientBackendError,
