@@ -36,13 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from emoface.ablations import a8_fpr_by_race as a8_race  # noqa: E402
+from emoface.ablations import run_analysis  # noqa: E402
 from emoface.ablations.a1_text_only import A1Params  # noqa: E402
 from emoface.ablations.a3_temperature import A3Params  # noqa: E402
 from emoface.ablations.a4_quantization import A4Params  # noqa: E402
 from emoface.ablations.a6_more_models import A6Params  # noqa: E402
 from emoface.ablations.a9_hidden_states import A9Params  # noqa: E402
 from emoface.analysis import metrics as M  # noqa: E402
-from emoface.analysis.ablations import run_analysis  # noqa: E402
 from emoface.backends.base import StimulusInput  # noqa: E402
 from emoface.backends.simulated import SimStimulus, SimulatedBackend  # noqa: E402
 from emoface.config import (  # noqa: E402

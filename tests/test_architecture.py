@@ -122,3 +122,9 @@ def test_the_detector_sees_a_cycle_hidden_in_a_function(tmp_path):
                    "def f():\n    from emoface.config import Params\n")
     names = [n for n, _ in _imports(src, "emoface.m")]
     assert "emoface.config.Params" in names and "x.hidden" not in names
+def test_no_import_cycles_in_the_library():
+    cycles = _cycles(_graph())
+    graph = _graph()
+    detail = ["; ".join(f"{m} -> {', '.join(sorted(graph[m] & set(c)))}" for m in c)
+              for c in cycles]
+    assert not cycles, "import cycles in emoface/:\n" + "\n".join(detail)

@@ -142,10 +142,8 @@ def work_for(ablation_id: str, params: Params, models: Sequence[str]) -> list[Wo
 
 def run_analysis(ablation_id: str, ctx: AnalysisContext) -> AblationResult:
     """Run one analysis by id ("baseline" is the study models' and FER classifiers' tables)."""
-    if ablation_id == "baseline":
-        from emoface.analysis.ablations import baseline
-
-        return baseline(ctx)
+    if ablation_id == "baseline":  # loaded like the ablation modules (imports stay lazy)
+        return importlib.import_module(f"{__name__}.baseline").analysis(ctx)
     return get(ablation_id).analysis(ctx)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
-from emoface.analysis.ablations import AblationResult
+from emoface.analysis.common import AblationResult
 from emoface.io import atomic_path
 
 SIM_NOTE = "SIMULATED: describes the simulator, not a real model"

@@ -26,7 +26,7 @@ import polars as pl
 from emoface import __version__
 from emoface.ablations import REGISTRY, known_ids
 from emoface.ablations.report_spec import MODEL, Col, View, ci
-from emoface.analysis.ablations import AblationResult
+from emoface.analysis.common import AblationResult
 from emoface.analysis.document import (
     DASH,
     Block,

@@ -48,7 +48,7 @@ def test_unknown_ids_are_errors_listing_the_known_ones():
 
 
 def test_figures_of_an_unknown_result_are_an_error_not_a_no_op(tmp_path):
-    from emoface.analysis.ablations import AblationResult
+    from emoface.analysis.common import AblationResult
     from emoface.analysis.figures import figures_for
 
     with pytest.raises(ValueError, match="unknown ablation 'A99'"):

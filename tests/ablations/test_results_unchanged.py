@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from emoface.analysis.ablations import run_analysis
+from emoface.ablations import run_analysis
 from emoface.analysis.context import AnalysisContext
 from emoface.analysis.report import _json_safe
 from emoface.config import AnalysisParams, ModelsParams, Params, StimuliParams

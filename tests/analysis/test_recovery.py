@@ -14,10 +14,10 @@ import numpy as np
 import polars as pl
 import pytest
 
+from emoface.ablations import run_analysis
 from emoface.ablations.a3_temperature import A3Params
 from emoface.ablations.a9_hidden_states import A9Params
 from emoface.analysis import metrics as M
-from emoface.analysis.ablations import run_analysis
 from emoface.analysis.context import AnalysisContext
 from emoface.backends.base import StimulusInput
 from emoface.backends.simulated import SimStimulus, SimulatedBackend

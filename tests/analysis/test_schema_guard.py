@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from emoface.analysis.ablations import run_analysis
+from emoface.ablations import run_analysis
 from emoface.analysis.context import AnalysisContext
 from emoface.config import ModelsParams, Params, StimuliParams
 from emoface.errors import DataError

@@ -1,29 +1,28 @@
-"""The baseline tables (the study models and the FER classifiers side by side) and the
-analysis entry point by id.
+"""The baseline analysis: the study models and the FER classifier(s) side by side (context-carry,
+T = 0), the tables every ablation's figures are read against.
 
-Each ablation's analysis lives in its own module, ``emoface/ablations/aN_*.py``; the pieces they
-share (the result record, decision rules, Holm, provenance, bootstrap and paired-arm helpers) are
-in :mod:`emoface.analysis.common`. An analysis returns an :class:`AblationResult`: tidy tables
-(the ``main`` one is published as the Prefect artifact), JSON metrics (DVC metrics), plot tables
-(DVC plots, CSV), and a verdict that applies the decision rule of docs/analysis-plan.md.
+Loaded by the registry like the ablation modules (:func:`emoface.ablations.run_analysis`), with
+its analysis code imported inside the function, so that planning a run stays light and the
+registry never imports the analysis package (no import cycle through ``emoface.config``).
 """
 
 from __future__ import annotations
 
-import polars as pl
+from typing import TYPE_CHECKING
 
-from emoface.ablations import BASELINE
-from emoface.analysis import metrics as M
-from emoface.analysis.common import AblationResult, fmt, provenance
-from emoface.analysis.context import AnalysisContext
-
-__all__ = ["AblationResult", "baseline", "run_analysis"]
+if TYPE_CHECKING:
+    from emoface.analysis.common import AblationResult
+    from emoface.analysis.context import AnalysisContext
 
 
-# --- baseline -------------------------------------------------------------------------------
-
-def baseline(ctx: AnalysisContext) -> AblationResult:
+def analysis(ctx: AnalysisContext) -> AblationResult:
     """The study models and the FER classifier(s) side by side (FER gives labels only)."""
+    import polars as pl
+
+    from emoface.ablations.base import BASELINE
+    from emoface.analysis import metrics as M
+    from emoface.analysis.common import AblationResult, fmt, provenance
+
     models = list(dict.fromkeys([*ctx.models, *ctx.params.models.fer]))
     frames = {(m, BASELINE.condition_id): ctx.predictions(m) for m in models}
     table = M.metrics_table(frames, ctx.emotions, alpha=ctx.a.alpha, n_boot=ctx.a.bootstrap,
@@ -59,10 +58,3 @@ def baseline(ctx: AnalysisContext) -> AblationResult:
                                                   "arousal_within_category_sd")},
         simulated=bool(table["simulated"].any()),
         provenance=provenance(list(frames.values())))
-
-
-def run_analysis(ablation_id: str, ctx: AnalysisContext) -> AblationResult:
-    """Run one analysis by id: the ablation registry's entry point (kept here for callers)."""
-    from emoface.ablations import run_analysis as run  # the registry imports this module lazily
-
-    return run(ablation_id, ctx)
