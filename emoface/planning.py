@@ -142,7 +142,7 @@ def _concurrency(model_id: str, params: Params) -> int:
 
 
 def _backend(model_id: str) -> str:
-    return model_id.split("/", 1)[0]
+    return ModelRef.parse(model_id).backend
 
 
 def models_by_ablation(plan: Plan) -> dict[str, list[str]]:

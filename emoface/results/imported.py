@@ -22,6 +22,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from emoface.backends import ModelRef
 from emoface.backends.base import Backend, ModelInfo, PermanentBackendError
 from emoface.errors import DataError, EmofaceError
 from emoface.inference import batchfiles
@@ -100,7 +101,8 @@ class ImportedModel(Backend):
     """Stands in for a model whose answers were imported and which cannot run here."""
 
     def __init__(self, model_id: str, *, why: str) -> None:
-        backend, _, model = model_id.partition("/")
+        ref = ModelRef.parse(model_id)
+        backend, model = ref.backend, ref.name
         self.why = why
         self._info = ModelInfo(model_id=model_id, backend=backend, model=model,
                                digest="unknown (imported)", backend_version="unknown (imported)",

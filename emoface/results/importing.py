@@ -381,7 +381,7 @@ def run_import(params: Params, data: DataPaths, *, predictions: Path, mapping_fi
                allow_missing: bool = False, dry_run: bool = False,
                replace: bool = False) -> ImportReport:
     """Read, check and (unless ``dry_run``) store the answers; nothing is written on an error."""
-    from emoface.backends import split_model_id
+    from emoface.backends import ModelRef, split_model_id
 
     mapping: ImportMap = load_mapping(mapping_file)
     pm = mapping.predictions
@@ -456,7 +456,7 @@ def run_import(params: Params, data: DataPaths, *, predictions: Path, mapping_fi
         cond = next(iter(bucket.values()))[1]["condition"]
         options = cond.options(params.inference)
         labels = resolve_labels(cond, ss, store, model, emotions)
-        backend = model.split("/", 1)[0]
+        backend = ModelRef.parse(model).backend
         n_calls = 1 if backend == "fer" else calls_per_stimulus(cond.protocol)
         rows, records, sources = {}, {}, {predictions.resolve(): source_sha}
         for sid, (line, v) in bucket.items():
