@@ -19,7 +19,9 @@ from schemas.predictions import predictions_schema
 from schemas.stimuli import MANIFEST_SOURCES
 
 OUTCOMES = ("supports", "does_not_support", "cannot_tell", "definition_sensitive",
-            "not_applicable", "n/a")
+            "not_applicable", "n/a",
+            # A10 decides per temperature; when those verdicts differ the ablation says so
+            "differs_by_temperature")
 
 
 def joined_predictions_schema(emotions: Sequence[str]) -> pa.DataFrameSchema:
