@@ -20,7 +20,7 @@ from schemas.stimuli import MANIFEST_SOURCES
 
 OUTCOMES = ("supports", "does_not_support", "cannot_tell", "definition_sensitive",
             "not_applicable", "n/a",
-            # A10 decides per temperature; when those verdicts differ the ablation says so
+            # an ablation decided per temperature whose verdicts differ across temperatures
             "differs_by_temperature")
 
 

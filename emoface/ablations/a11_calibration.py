@@ -352,12 +352,14 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 
 
 def decisions(tables, metrics: dict, alpha: float) -> list[Decision]:
-    """Per model: the within-category r(model SD, human SD) of arousal (CI rule)."""
+    """Per model: the within-category partial r(model SD, human SD | both means and their
+    squares) of arousal, the estimate the decision reads (CI rule)."""
     from emoface.analysis.common import interval_outcome
 
-    return [Decision(r["model_id"], "within-category r(model SD, human SD), arousal",
-                     [Estimate("", r["r_sd_human_sd"], r["r_sd_low"], r["r_sd_high"])], [],
-                     interval_outcome(num(r["r_sd_low"]), num(r["r_sd_high"])))
+    return [Decision(r["model_id"], "within-category partial r(model SD, human SD | both means, "
+                     "their squares), arousal",
+                     [Estimate("", r["r_partial_means"], r["r_partial_low"], r["r_partial_high"])],
+                     [], interval_outcome(num(r["r_partial_low"]), num(r["r_partial_high"])))
             for r in rows(tables("main"), field="arousal")]
 
 
@@ -366,7 +368,11 @@ REPORT = ReportSpec(
     "models", (View("main", (
         MODEL, FIELD, Col("n", "n"), Col("flagged", "n_flagged"),
         Col("mean SD, model", "mean_model_sd"), Col("mean SD, humans", "mean_human_sd"),
-        ci("r(model SD, human SD) [CI]", "r_sd_human_sd", "r_sd_low", "r_sd_high"),
+        ci("partial r(model SD, human SD | means) [CI] (decision)", "r_partial_means",
+           "r_partial_low", "r_partial_high"),
+        ci("r(model SD, human SD) [CI] (unadjusted)", "r_sd_human_sd", "r_sd_low", "r_sd_high"),
+        ci("r(SD relative to its bound) [CI]", "r_relative_sd", "r_relative_low",
+           "r_relative_high"),
         ci("r(entropy, human SD) [CI]", "r_entropy_human_sd", "r_entropy_low",
            "r_entropy_high"),
         Col("W1, distribution", "mean_w1_distribution"), Col("W1, answer", "mean_w1_answer"),
@@ -377,7 +383,7 @@ REPORT = ReportSpec(
 ABLATION = Ablation(
     id="A11", name="calibration against humans", priority=4, tiers=("extended",),
     paper_section="the project's own (not in the plan): uncertainty vs human disagreement",
-    headline=Headline("main", "r_sd_human_sd", "r_sd_low", "r_sd_high", None),  # DVC metrics
+    headline=Headline("main", "r_partial_means", "r_partial_low", "r_partial_high", None),  # DVC
     hypothesis="Where humans disagree more about an image, the model's digit distribution is "
                "wider (within an emotion category).",
     interpretation="Within-category r(model SD, human SD) with its CI above 0 => the model's "

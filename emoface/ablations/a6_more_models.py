@@ -226,9 +226,11 @@ def figures(result: AblationResult, folder: Path) -> list[Path]:
 
 
 def decisions(tables, metrics: dict, alpha: float) -> list[Decision]:
-    """Per model (intended emotion): the ratio of its within-category SD to the humans'."""
+    """Per model (intended emotion): the ratio of its within-category SD to one human rater's
+    (the single-rater reference)."""
     return [Decision(
-        r["model_id"], "within-category SD of arousal / the humans' (1 = as varied as humans)",
+        r["model_id"],
+        "within-category SD of arousal / one human rater's (1 = as varied as one rater)",
         [Estimate("", r["ratio"], r["ratio_low"], r["ratio_high"])], [("", num(r["p_holm"]))],
         "collapsed (ratio < 1)" if r["collapsed"] else "wider (ratio > 1)" if r["wider"]
         else "cannot_tell")
