@@ -37,10 +37,14 @@ def imported_repo_files(modules: list[str]) -> list[str]:
     code = ("import importlib, sys, pathlib\n"
             f"for m in {modules!r}: importlib.import_module(m)\n"
             "root = pathlib.Path.cwd().resolve()\n"
+            # the installed packages are not the project's code, even where the venv lies
+            # inside the checkout (make setup puts .venv there)
+            "env = [pathlib.Path(p).resolve() for p in {sys.prefix, sys.base_prefix}]\n"
             "for mod in list(sys.modules.values()):\n"
             "    f = getattr(mod, '__file__', None)\n"
-            "    if f and pathlib.Path(f).resolve().is_relative_to(root):\n"
-            "        print(pathlib.Path(f).resolve().relative_to(root).as_posix())\n")
+            "    p = pathlib.Path(f).resolve() if f else None\n"
+            "    if p and p.is_relative_to(root) and not any(p.is_relative_to(e) for e in env):\n"
+            "        print(p.relative_to(root).as_posix())\n")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=300, check=True)
