@@ -118,7 +118,7 @@ def make_world(seed: int, identities: int, **stim) -> World:
                            "intended": [s.emotion for s in stims],
                            "race": [s.race for s in stims], "gender": [s.gender for s in stims],
                            "identity": [s.identity for s in stims],
-                           "source": ["synthetic"] * len(stims)}).join(
+                           "stimulus_source": ["synthetic"] * len(stims)}).join(
         norms.select("stimulus_id", "valence_mean", "arousal_mean", "valence_sd", "arousal_sd",
                      "n_raters"), on="stimulus_id")
     return World(design, world, inputs)

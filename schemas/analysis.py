@@ -32,7 +32,7 @@ def joined_predictions_schema(emotions: Sequence[str]) -> pa.DataFrameSchema:
                       "race": pa.Column(str, pa.Check.str_length(min_value=1)),
                       "gender": pa.Column(str, pa.Check.str_length(min_value=1)),
                       "identity": pa.Column(str, pa.Check.str_length(min_value=1)),
-                      "source": pa.Column(str, pa.Check.isin(list(MANIFEST_SOURCES))),
+                      "stimulus_source": pa.Column(str, pa.Check.isin(list(MANIFEST_SOURCES))),
                       "valence_mean": pa.Column(float, pa.Check.in_range(1.0, 9.0),
                                                 nullable=True),
                       "arousal_mean": pa.Column(float, pa.Check.in_range(1.0, 9.0),

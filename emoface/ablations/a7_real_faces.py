@@ -135,7 +135,7 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
             rows.append({"model_id": m, "stimulus_set": name,
                          "faces": "AI (synthetic)" if name == ctx.params.stimuli.set_name
                          else ("real (DEMO: synthetic stand-in)"
-                               if (df["source"] == "synthetic_demo").all() else "real"),
+                               if (df["stimulus_source"] == "synthetic_demo").all() else "real"),
                          "has_norms": bool(has_norms), **met})
         res = kappa_difference_test(sets, k, n_perm, ctx.a.seed, ctx.a.alpha)
         diffs.append({"model_id": m, "kappa_ai": res.pop("kappa_first"),

@@ -51,7 +51,10 @@ class AnalysisContext:
         beyond the predictions)."""
         s = self.stimuli(name)
         d = s.manifest.select("stimulus_id", pl.col("emotion").alias("intended"), "race",
-                              "gender", "identity", "source")
+                              "gender", "identity",
+                              # the image's origin; a prediction row's own ``source`` says
+                              # whether the answer was made here or imported
+                              pl.col("source").alias("stimulus_source"))
         if s.norms is not None:
             d = d.join(s.norms.select("stimulus_id", "valence_mean", "arousal_mean",
                                       "valence_sd", "arousal_sd", "n_raters"),

@@ -31,7 +31,7 @@ def _run(args: list[str], tmp: Path, times: dict, label: str) -> str:
     proc = subprocess.run([sys.executable, *args], cwd=REPO, env=_env(tmp), capture_output=True,
                           text=True, timeout=900)
     times[label] = time.perf_counter() - start
-    assert proc.returncode == 0, f"{label}: {proc.stderr[-3000:]}"
+    assert proc.returncode == 0, f"{label}: {proc.stderr[-3000:]}\n{proc.stdout[-2000:]}"
     return proc.stdout
 
 
