@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from tenacity import (
@@ -31,7 +32,12 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from emoface.backends.base import Backend, ServerDown, TransientBackendError
+from emoface.backends.base import (
+    Backend,
+    PermanentBackendError,
+    ServerDown,
+    TransientBackendError,
+)
 
 BREAKER_FAILURES = 16  # consecutive failed requests ...
 BREAKER_SECONDS = 3.0  # ... spanning at least this long open the breaker
@@ -132,6 +138,23 @@ def breaker_for(host: str, *, server: str = "the server",
         if host not in _BREAKERS:
             _BREAKERS[host] = CircuitBreaker(host, server=server, fix=fix)
         return _BREAKERS[host]
+
+
+@contextmanager
+def preflight_errors(classify: Callable[[Exception], Exception],
+                     down: Callable[[Exception], str]) -> Iterator[None]:
+    """A preflight's calls (one try each): a failure that would be retried in a run means the
+    server does not answer, a :class:`PermanentBackendError` with ``down(err)``'s one line;
+    anything else is raised as ``classify`` names it."""
+    try:
+        yield
+    except PermanentBackendError:
+        raise
+    except Exception as err:  # noqa: BLE001 - classified below
+        e = classify(err)
+        if isinstance(e, TransientBackendError):
+            raise PermanentBackendError(down(err)) from None
+        raise e from None
 
 
 class _Wait:

@@ -36,7 +36,7 @@ from emoface.backends.base import (
     TransientBackendError,
     TurnResult,
 )
-from emoface.backends.http import PREFLIGHT_TIMEOUT_S, HttpRetries, breaker_for
+from emoface.backends.http import PREFLIGHT_TIMEOUT_S, HttpRetries, breaker_for, preflight_errors
 from emoface.prompts import Turn
 
 _TRANSIENT_HTTPX = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
@@ -92,18 +92,14 @@ class OllamaBackend(Backend):
     def preflight(self) -> None:
         """Server reachable, model pulled, digest and version read: one try, a short timeout."""
         quick = ollama.Client(host=self.host, timeout=min(self.timeout_s, PREFLIGHT_TIMEOUT_S))
+
+        def down(err: Exception) -> str:
+            return (f"ollama/{self.model}: the Ollama server at {self.host} does not "
+                    f"answer ({type(err).__name__}: {err}); start it (`ollama serve`) or point "
+                    "OLLAMA_HOST / inference.ollama.host at a running one")
         try:
-            self._info = self._read_info(lambda fn, *a: (fn(*a), 1), quick)
-        except PermanentBackendError:
-            raise
-        except Exception as err:  # noqa: BLE001 - classified below
-            e = self._classify(err)
-            if isinstance(e, TransientBackendError):
-                raise PermanentBackendError(
-                    f"ollama/{self.model}: the Ollama server at {self.host} does not answer "
-                    f"({type(err).__name__}: {err}); start it (`ollama serve`) or point "
-                    "OLLAMA_HOST / inference.ollama.host at a running one") from None
-            raise e from None
+            with preflight_errors(self._classify, down):
+                self._info = self._read_info(lambda fn, *a: (fn(*a), 1), quick)
         finally:
             quick._client.close()
 

@@ -61,6 +61,7 @@ from emoface.backends.http import (
     RateLimited,
     breaker_for,
     parse_retry_after,
+    preflight_errors,
 )
 from emoface.prompts import Turn
 
@@ -162,22 +163,18 @@ class OpenAICompatBackend(Backend):
     def preflight(self) -> None:
         """Server answers, model served, log-probabilities allowed: one try each, seconds."""
         quick = self._client(min(self.timeout_s, PREFLIGHT_TIMEOUT_S))
+
+        def down(err: Exception) -> str:
+            return (f"{self.label}: the OpenAI-compatible server at {self.host} does not "
+                    f"answer ({type(err).__name__}: {err}); start it (e.g. `vllm serve {self.model}`)"
+                    " or point OPENAI_BASE_URL / inference.openai.base_url at a running one")
         try:
             # /v1/models once (a dead server fails at once); the probe is a model call, retried
             # on transient errors as any call is (a server failing some requests still runs)
-            self._server = self._read_server(
-                lambda fn, *a, **k: (fn(*a, **k), 1), quick,
-                probe=lambda fn, *a, **k: self._call(fn, *a, **k))
-        except PermanentBackendError:
-            raise
-        except Exception as err:  # noqa: BLE001 - classified below
-            e = self._classify(err)
-            if isinstance(e, TransientBackendError):
-                raise PermanentBackendError(
-                    f"{self.label}: the OpenAI-compatible server at {self.host} does not answer "
-                    f"({type(err).__name__}: {err}); start it (e.g. `vllm serve {self.model}`) or "
-                    "point OPENAI_BASE_URL / inference.openai.base_url at a running one") from None
-            raise e from None
+            with preflight_errors(self._classify, down):
+                self._server = self._read_server(
+                    lambda fn, *a, **k: (fn(*a, **k), 1), quick,
+                    probe=lambda fn, *a, **k: self._call(fn, *a, **k))
         finally:
             quick.close()
 
