@@ -25,7 +25,8 @@ from tests.conftest import REPO, write_small_project_params
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PROJECT_FILES = ["dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore", "prefect.toml"]
-PROJECT_DVC = ["plots"]  # .dvc/plots: the plot templates
+# .dvc/config (plots.html_template), .dvc/plots: the plot templates, .dvc/plots-html: the page
+PROJECT_DVC = ["config", "plots", "plots-html"]
 PROJECT_DIRS = ["emoface", "schemas", "tasks", "flows"]
 
 
@@ -77,9 +78,18 @@ def project(tmp_path: Path) -> Path:
     shutil.copy(write_small_project_params(tmp_path / "cfg"), repo / "params.yaml")
     run(["git", "init", "-q", "-b", "main"], repo, tmp_path)
     run(["dvc", "init", "-q"], repo, tmp_path)
-    for d in PROJECT_DVC:
-        shutil.copytree(REPO / ".dvc" / d, repo / ".dvc" / d)
+    copy_dvc_setup(repo)
     return repo
+
+
+def copy_dvc_setup(repo: Path) -> None:
+    """The project's .dvc files (PROJECT_DVC) into a repository after `dvc init`."""
+    for d in PROJECT_DVC:
+        src, dst = REPO / ".dvc" / d, repo / ".dvc" / d
+        if src.is_dir():
+            shutil.copytree(src, dst)
+        else:
+            shutil.copy(src, dst)
 
 
 def test_pipeline_repro_change_push_clone_pull(tmp_path, project):
@@ -119,6 +129,7 @@ def test_pipeline_repro_change_push_clone_pull(tmp_path, project):
     run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], repo, tmp_path)
     html = (tmp_path / "plots" / "index.html").read_text()
     assert html.count("vegaEmbed(") == 1 + len(registry())
+    assert "<script src=" not in html  # vega inlined from .dvc/plots-html (plots.html_template)
 
     remote = tmp_path / "remote"
     run(["dvc", "remote", "add", "-d", "local", str(remote)], repo, tmp_path)
