@@ -153,3 +153,11 @@ def test_pipeline_repro_change_push_clone_pull(tmp_path, project):
     # ... and an experiment on an analysis parameter too
     exp = run(["dvc", "exp", "run", "-S", "analysis.alpha=0.1"], clone, tmp_path)
     assert "Running stage 'inference'" not in exp and backend_calls(exp) == [0]
+    # `make exps` shows it beside main in 120 columns, every ablation's outcome, nothing cut
+    shown = subprocess.run([sys.executable, str(REPO / "scripts" / "dvc_exps.py")], cwd=clone,
+                           env={**_env(tmp_path), "COLUMNS": "120"}, capture_output=True,
+                           text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    assert max(len(line) for line in shown.stdout.splitlines()) <= 120, shown.stdout
+    assert "…" not in shown.stdout and "analysis.alpha" in shown.stdout
+    assert all(f"\n{a}" in shown.stdout for a in ("baseline", *registry())), shown.stdout
