@@ -19,7 +19,7 @@ UV_VERSION := 0.13.9
 LOCK_FLAGS := --python-version 3.11.7 --python-platform x86_64-manylinux_2_35 --generate-hashes \
 	--no-header --quiet
 
-.PHONY: setup setup-dev run repro remote push pull test test-fast lint bench screenshot clean lock
+.PHONY: setup setup-dev run repro remote push pull exps test test-fast lint bench screenshot clean lock
 
 $(VENV)/.installed: pyproject.toml $(PIP_LOCK) $(LOCK) $(FER_LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,11 @@ remote: setup
 
 push pull: setup
 	$(PY) scripts/dvc_remote.py $@
+
+# DVC experiments side by side in the terminal's width: one row per changed parameter and per
+# ablation's outcome (`make exps EXPS="-n 3"` passes options on to `dvc exp show`)
+exps: setup
+	$(PY) scripts/dvc_exps.py $(EXPS)
 
 test: setup-dev
 	$(PY) -m pytest $(TEST_ARGS)

@@ -89,8 +89,9 @@ class Browser:
 
 
 @contextmanager
-def browser() -> Iterator[Browser]:
-    """A headless Chromium session (skips the test when chromium is not installed)."""
+def browser(extra_args: list[str] | None = None) -> Iterator[Browser]:
+    """A headless Chromium session (skips the test when chromium is not installed);
+    ``extra_args``: more command-line switches (e.g. refusing every network request)."""
     binary, driver = require_chromium()
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
@@ -110,7 +111,8 @@ def browser() -> Iterator[Browser]:
                     raise AssertionError("chromedriver did not start within 30 s")
                 time.sleep(0.1)
             caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-                "binary": binary, "args": [*CHROMIUM_ARGS, f"--user-data-dir={profile}"]}}}}
+                "binary": binary,
+                "args": [*CHROMIUM_ARGS, *(extra_args or []), f"--user-data-dir={profile}"]}}}}
             r = client.post("/session", json=caps)
             if r.status_code != 200:
                 raise AssertionError(f"chromedriver: no session: {r.text[:500]}")

@@ -25,7 +25,8 @@ from tests.conftest import REPO, write_small_project_params
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PROJECT_FILES = ["dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore", "prefect.toml"]
-PROJECT_DVC = ["plots"]  # .dvc/plots: the plot templates
+# .dvc/config (plots.html_template), .dvc/plots: the plot templates, .dvc/plots-html: the page
+PROJECT_DVC = ["config", "plots", "plots-html"]
 PROJECT_DIRS = ["emoface", "schemas", "tasks", "flows"]
 
 
@@ -77,9 +78,18 @@ def project(tmp_path: Path) -> Path:
     shutil.copy(write_small_project_params(tmp_path / "cfg"), repo / "params.yaml")
     run(["git", "init", "-q", "-b", "main"], repo, tmp_path)
     run(["dvc", "init", "-q"], repo, tmp_path)
-    for d in PROJECT_DVC:
-        shutil.copytree(REPO / ".dvc" / d, repo / ".dvc" / d)
+    copy_dvc_setup(repo)
     return repo
+
+
+def copy_dvc_setup(repo: Path) -> None:
+    """The project's .dvc files (PROJECT_DVC) into a repository after `dvc init`."""
+    for d in PROJECT_DVC:
+        src, dst = REPO / ".dvc" / d, repo / ".dvc" / d
+        if src.is_dir():
+            shutil.copytree(src, dst)
+        else:
+            shutil.copy(src, dst)
 
 
 def test_pipeline_repro_change_push_clone_pull(tmp_path, project):
@@ -119,6 +129,7 @@ def test_pipeline_repro_change_push_clone_pull(tmp_path, project):
     run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], repo, tmp_path)
     html = (tmp_path / "plots" / "index.html").read_text()
     assert html.count("vegaEmbed(") == 1 + len(registry())
+    assert "<script src=" not in html  # vega inlined from .dvc/plots-html (plots.html_template)
 
     remote = tmp_path / "remote"
     run(["dvc", "remote", "add", "-d", "local", str(remote)], repo, tmp_path)
@@ -142,3 +153,11 @@ def test_pipeline_repro_change_push_clone_pull(tmp_path, project):
     # ... and an experiment on an analysis parameter too
     exp = run(["dvc", "exp", "run", "-S", "analysis.alpha=0.1"], clone, tmp_path)
     assert "Running stage 'inference'" not in exp and backend_calls(exp) == [0]
+    # `make exps` shows it beside main in 120 columns, every ablation's outcome, nothing cut
+    shown = subprocess.run([sys.executable, str(REPO / "scripts" / "dvc_exps.py")], cwd=clone,
+                           env={**_env(tmp_path), "COLUMNS": "120"}, capture_output=True,
+                           text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    assert max(len(line) for line in shown.stdout.splitlines()) <= 120, shown.stdout
+    assert "…" not in shown.stdout and "analysis.alpha" in shown.stdout
+    assert all(f"\n{a}" in shown.stdout for a in ("baseline", *registry())), shown.stdout

@@ -15,7 +15,13 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, write_small_project_params
-from tests.test_dvc_pipeline import PROJECT_DIRS, PROJECT_DVC, PROJECT_FILES, _env, tree_hashes
+from tests.test_dvc_pipeline import (
+    PROJECT_DIRS,
+    PROJECT_FILES,
+    _env,
+    copy_dvc_setup,
+    tree_hashes,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,8 +49,7 @@ def project(tmp_path: Path) -> Path:
     shutil.copy(write_small_project_params(tmp_path / "cfg"), repo / "params.yaml")
     sh(["git", "init", "-q", "-b", "main"], repo, tmp_path)
     sh(["dvc", "init", "-q"], repo, tmp_path)
-    for d in PROJECT_DVC:
-        shutil.copytree(REPO / ".dvc" / d, repo / ".dvc" / d)
+    copy_dvc_setup(repo)
     return repo
 
 

@@ -294,7 +294,8 @@ def permutation_p_two_sided(observed: float, null: np.ndarray, *, exact: bool) -
 
 
 # A replicate within this of the null value counts as lying on it (the same tolerance as the
-# decision rules' "a CI bound within floating-point noise of 0 counts as 0").
+# decision rules' "a CI bound within floating-point noise of 0 counts as 0"), and one within this
+# (relative to the estimate's size when that is above 1) of the point estimate as tied with it.
 TIE_TOLERANCE = 1e-9
 
 
@@ -312,13 +313,22 @@ class BootstrapInterval:
 
 def _bc_setup(samples: np.ndarray, estimate: float | None) -> tuple[np.ndarray, float]:
     """Sorted finite replicates and the bias correction z0 = Phi^-1(share below the estimate),
-    0 without an estimate or when it lies outside the replicates (clipped to 1/(B+1))."""
+    replicates tied with the estimate counting half (mid-rank): share = (#below + #tied / 2) / B,
+    clipped to [1/(B+1), B/(B+1)]. A replicate within TIE_TOLERANCE x max(1, |estimate|) of the
+    estimate is tied, so last-bit noise in the replicates or the estimate (the same data computed
+    another way) cannot move z0, the interval or the p-value. z0 = 0 without an estimate or when
+    it lies beyond all the replicates (none tied, none on one side)."""
     s = np.sort(np.asarray(samples, float).ravel())
     s = s[np.isfinite(s)]
     b = s.size
-    if b == 0 or estimate is None or not np.isfinite(estimate) or not s[0] < estimate < s[-1]:
+    if b == 0 or estimate is None or not np.isfinite(estimate):
         return s, 0.0
-    share = np.clip(np.mean(s < estimate), 1 / (b + 1), b / (b + 1))
+    tol = TIE_TOLERANCE * max(1.0, abs(float(estimate)))
+    below = int(np.sum(s < estimate - tol))
+    above = int(np.sum(s > estimate + tol))
+    if below == b or above == b:
+        return s, 0.0
+    share = np.clip((below + (b - below - above) / 2) / b, 1 / (b + 1), b / (b + 1))
     return s, float(stats.norm.ppf(share))
 
 
@@ -340,7 +350,8 @@ def bc_interval(samples: np.ndarray, estimate: float | None, alpha: float = 0.05
     rule, so the two can never disagree (docs/analysis-plan.md, "Bootstrap").
 
     With B sorted replicates s_(1) <= ... <= s_(B) and z0 the bias correction (0 without an
-    estimate: the plain percentile interval):
+    estimate: the plain percentile interval; replicates tied with the estimate count half,
+    :func:`_bc_setup`):
 
     * one-sided p for H1: theta > null: u(c) with c = #(s <= null + tol) and shift -2 z0
       (:func:`_tail_levels`); for H1: theta < null: the mirror, c = #(s >= null - tol), +2 z0;

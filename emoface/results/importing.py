@@ -35,7 +35,7 @@ from emoface.inference.runner import RATING_FIELDS, LogitRecord
 from emoface.inference.service import resolve_labels
 from emoface.inference.store import PredictionStore, batches, plan_key
 from emoface.io import atomic_path, sha256_file
-from emoface.logits import DigitDistribution, merge_digit_logprobs
+from emoface.logits import DigitDistribution, logprobs_of, merge_digit_logprobs
 from emoface.parsing import PARSER_VERSION, Parsed, parse_emotion, parse_rating
 from emoface.paths import DataPaths
 from emoface.prompts import calls_per_stimulus
@@ -337,8 +337,9 @@ class _Logits:
                     raise DataError(f"{where}, step {i}: probabilities must be >= 0 and sum to "
                                     f"<= 1 (they sum to {float(vals.sum()):.6g})", file=a["path"],
                                     field=s.values)
-                with np.errstate(divide="ignore"):
-                    lps = np.log(vals)  # in the precision the values were given in
+                # the log-probabilities whose exp is these probabilities exactly: answers
+                # exported as probabilities come back as the stored numbers, bit for bit
+                lps = logprobs_of(vals.astype(np.float64))
             else:
                 if (vals > PROB_TOLERANCE).any() or np.logaddexp.reduce(
                         vals.astype(np.float64)) > np.log1p(PROB_TOLERANCE):

@@ -45,9 +45,8 @@ def model_dir(model_id: str) -> str:
     return model_id.replace("/", "_").replace(":", "_")
 
 
-def write_lab_files(export: Path, out: Path, *, dtype=np.longdouble) -> dict[str, dict]:
-    """Per model of the export's baseline: the files to import and how (paths). ``dtype``: the
-    precision the probabilities are written in."""
+def write_lab_files(export: Path, out: Path) -> dict[str, dict]:
+    """Per model of the export's baseline: the files to import and how (paths)."""
     answers = pl.read_parquet(export / "answers.parquet").filter(
         pl.col("condition_id") == "context_carry_t0_r1")
     digits = pl.read_parquet(export / "digits.parquet").filter(
@@ -88,15 +87,15 @@ def write_lab_files(export: Path, out: Path, *, dtype=np.longdouble) -> dict[str
                 if s.height == 0:
                     continue  # no rating step in the answer: the lab's file has none either
                 names.append(field)
-                # probabilities, largest first, as a top-k list; computed in extended precision
-                # so that log(p) gives back the stored float64 log-probability exactly
-                p = np.exp(s["logprob"].to_numpy().astype(dtype))
+                # probabilities (float64, as any lab's script computes them), largest first, as
+                # a top-k list
+                p = np.exp(s["logprob"].to_numpy())
                 order = np.argsort(-p, kind="stable")
                 ids.append((s["digit"].to_numpy()[order] - 1).tolist())
                 probs.append(p[order].tolist())
             k = max(len(x) for x in ids)
             id_arr = np.full((len(ids), k), -1, np.int64)
-            p_arr = np.full((len(ids), k), np.nan, dtype)
+            p_arr = np.full((len(ids), k), np.nan)
             for i, (a, b) in enumerate(zip(ids, probs, strict=True)):
                 id_arr[i, :len(a)] = a
                 p_arr[i, :len(b)] = b

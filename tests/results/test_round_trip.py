@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.conftest import REPO, write_small_project_params
@@ -47,9 +46,6 @@ def _metrics(data: Path, aid: str) -> dict:
     return m
 
 
-@pytest.mark.skipif(np.finfo(np.longdouble).nmant <= 52,
-                    reason="no extended precision here (np.longdouble is float64): the lab's "
-                           "probabilities cannot carry the log-probabilities bit for bit")
 def test_round_trip_export_lab_files_import_same_metrics_zero_calls(tmp_path):
     times: dict[str, float] = {}
     params = write_small_project_params(tmp_path / "cfg")
