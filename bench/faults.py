@@ -1,7 +1,7 @@
 """Inference under injected transient faults, against the stand-in Ollama server
 (``tests/fake_ollama.py``): throughput and requests per answer, as ratios measured in one run.
 
-The production path (``emoface.inference.engine.run_condition`` with the Ollama backend: batches,
+The production path (``emoface.inference.scheduler.run_condition`` with the Ollama backend: batches,
 threads, per-call retries with backoff, the circuit breaker) rates the same stimuli twice, once
 against a fault-free server and once against one where ``--fault-rate`` of the chat requests fail
 (HTTP 500 or a dropped connection by default; ``--faults 500,drop,stall`` adds stalls longer than
@@ -59,7 +59,7 @@ def main() -> int:
     from emoface.backends.base import BackendError
     from emoface.config import InferenceParams, OllamaParams, Params, StimuliParams
     from emoface.inference.conditions import Condition
-    from emoface.inference.engine import run_condition
+    from emoface.inference.scheduler import run_condition
     from emoface.inference.preflight import preflight
     from emoface.inference.store import PredictionStore
     from emoface.paths import DataPaths

@@ -2,7 +2,7 @@
 latency and a parallel capacity of 4, over the 1,440 embedded stimuli, context-carry.
 
 Reports (as ratios measured in this one run, never as timed assertions):
-* wall time of the production path (``emoface.inference.engine.run_condition``: batches, a thread
+* wall time of the production path (``emoface.inference.scheduler.run_condition``: batches, a thread
   pool per batch, validation and atomic writes) divided by the ideal ``calls x latency / 4``;
 * the speed-up over a naive sequential loop that calls the backend once per turn.
 Targets from the issue: <= 1.10 x ideal and >= 3.5 x the naive loop.
@@ -34,7 +34,8 @@ def main() -> int:
     from emoface.backends.simulated import SimulatedBackend, world_from_tables
     from emoface.config import InferenceParams, Params
     from emoface.inference.conditions import Condition
-    from emoface.inference.engine import run_condition, stimulus_inputs
+    from emoface.inference.engine import stimulus_inputs
+    from emoface.inference.scheduler import run_condition
     from emoface.inference.store import PredictionStore
     from emoface.paths import DataPaths
     from emoface.prompts import conversations

@@ -18,11 +18,11 @@ from emoface.backends.base import ServerDown
 from emoface.config import Params
 from emoface.inference.engine import (
     hidden_states_complete,
-    pending_specs,
     plan_condition,
     plan_hidden_states,
     run_hidden_states,
 )
+from emoface.inference.scheduler import plan_units, schedule, sweep, window_for
 from emoface.inference.remote import ModelDigestMismatch, cluster_backend
 from emoface.inference.service import resolve_labels
 from emoface.inference.store import HiddenStateStore, PredictionStore
@@ -33,7 +33,7 @@ from emoface.stimuli.store import StimulusSet, load_stimulus_set
 from tasks import monitor
 from tasks.analysis import analysis_task, report_task
 from tasks.cluster import Cluster, ClusterError, ClusterModel
-from tasks.inference import inference_batch, inference_group
+from tasks.inference import PrefectExecutor
 from tasks.record import HOOKS
 
 
@@ -128,110 +128,58 @@ def hidden_task(backend: Backend, item: WorkItem, params: Params, data_root: str
 
 def run_items(items: list[WorkItem], backends: _Backends, params: Params, data: DataPaths,
               context: str) -> int:
-    """Run the work items' missing batches as tasks; returns the backend calls made."""
+    """Run the work items' missing batches through the scheduler; returns the backend calls
+    made. Batches are planned and verified once; those of one model that share a first turn
+    run image-major as one task; each batch is a Prefect task (or, with a cluster, computed on
+    a worker) and committed as it finishes. Conditions that give the model its own baseline
+    labels are planned once that baseline is committed."""
     logger = get_run_logger()
     store = PredictionStore(data.root)
-    calls = _run_image_major(items, backends, params, data, store, context)
+    calls = 0
     for item in items:
-        backend = backends.get(item.model_id, item.stimulus_set, remote=item.kind != "hidden")
-        if item.kind == "hidden":
-            hplan = plan_hidden_states(backend, backends.stimuli(item.stimulus_set),
-                                       HiddenStateStore(data.root), params.study.emotions,
-                                       batch_size=params.inference.batch_size)
-            if not hidden_states_complete(hplan, HiddenStateStore(data.root)):
-                monitor.expect(1)
-                n = hidden_task(backend, item, params, str(data.root))
-                logger.info("%s: hidden states of %s: %d layer files", context, item.model_id, n)
-                monitor.finished(f"hidden states {item.model_id}", None)
+        if item.kind != "hidden":
             continue
+        backend = backends.get(item.model_id, item.stimulus_set, remote=False)
+        hplan = plan_hidden_states(backend, backends.stimuli(item.stimulus_set),
+                                   HiddenStateStore(data.root), params.study.emotions,
+                                   batch_size=params.inference.batch_size)
+        if not hidden_states_complete(hplan, HiddenStateStore(data.root)):
+            monitor.expect(1)
+            n = hidden_task(backend, item, params, str(data.root))
+            logger.info("%s: hidden states of %s: %d layer files", context, item.model_id, n)
+            monitor.finished(f"hidden states {item.model_id}", None)
+    predictions = [i for i in items if i.kind == "predictions"]
+    for phase in ([i for i in predictions if i.condition.label_source != "baseline"],
+                  [i for i in predictions if i.condition.label_source == "baseline"]):
+        calls += _run_phase(phase, backends, params, data, store, context)
+    for item in predictions:
+        logger.info("%s: %s done", context, item.label)
+    return calls
+
+
+def _run_phase(items: list[WorkItem], backends: _Backends, params: Params, data: DataPaths,
+               store: PredictionStore, context: str) -> int:
+    local, remote = [], []
+    for item in items:
+        backend = backends.get(item.model_id, item.stimulus_set)
         ss = backends.stimuli(item.stimulus_set)
         labels = resolve_labels(item.condition, ss, store, backend.info.model_id,
                                 params.study.emotions)
         specs = plan_condition(backend, ss, item.condition, item.condition.options(params.inference),
                                store, batch_size=params.inference.batch_size, labels=labels)
-        if isinstance(backend, ClusterModel):  # compute on the workers, commit here
-            calls += _run_cluster().run_specs([(backend, s) for s in specs], store,
-                                               params.inference, params.study.emotions, context)
-            logger.info("%s: %s done", context, item.label)
-            continue
-        store.sweep(specs[0].folder)
-        # One verification per batch here; a task run only for a batch that needs calls (a
-        # no-change re-run starts no task at all).
-        specs = pending_specs(specs, store)
-        monitor.expect(len(specs))
-        # Two batch tasks in flight: the backend's limiter caps its calls, so the next batch runs
-        # while the previous one is validated and written. Results are taken in batch order.
-        pending: list = []
-        for spec in specs:
-            pending.append((spec, inference_batch.submit(backend, spec, str(data.root),
-                                                         params.study.emotions)))
-            if len(pending) == 2:
-                calls += _batch_calls(*pending.pop(0), context)
-        while pending:
-            calls += _batch_calls(*pending.pop(0), context)
-        logger.info("%s: %s done", context, item.label)
-    return calls
-
-
-def _run_image_major(items: list[WorkItem], backends: _Backends, params: Params, data: DataPaths,
-                     store: PredictionStore, context: str) -> int:
-    """First, conditions that share a first turn (image + emotion question) run image-major, one
-    task per (model, stimulus batch): the image is encoded and prefilled once per image and model
-    (mlx) and consecutive requests share the image prefix (Ollama's prompt cache). Each condition
-    is stored as its own batch; the per-batch tasks afterwards find them stored."""
-    from emoface.inference.shared import group_image_major
-
-    specs = []
-    for item in items:
-        if item.kind != "predictions" or item.condition.protocol == "text_only":
-            continue
-        backend = backends.get(item.model_id, item.stimulus_set)
-        if isinstance(backend, ClusterModel):  # on a cluster, batches go to the workers one by one
-            continue
-        specs += plan_condition(backend, backends.stimuli(item.stimulus_set), item.condition,
-                                item.condition.options(params.inference), store,
-                                batch_size=params.inference.batch_size)
+        (remote if isinstance(backend, ClusterModel) else local).append((backend, specs))
     calls = 0
-    for group in group_image_major(specs, params.study.emotions):
-        if len(group) < 2 or all(store.is_done(s.folder, s.index, s.key) for s in group):
-            continue
-        first = group[0]
-        label = f"{first.model_id} | {len(group)} conditions | {first.stimulus_set} b{first.index}"
-        todo = [s for s in group if not store.is_done(s.folder, s.index, s.key)]
-        monitor.expect(len(todo))
-        future = inference_group.submit(backends.get(first.model_id, first.stimulus_set), group,
-                                        str(data.root), params.study.emotions, label)
-        calls += _batch_calls(first, future, context, log=False)
-        for s in todo:  # each condition was stored as its own batch
-            monitor.finished(_label(s), store.batch_file(s.folder, s.index, "parquet"))
+    if remote:  # computed on the workers, committed here
+        calls += _run_cluster().run_specs([(b, s) for b, specs in remote for s in specs], store,
+                                          params.inference, params.study.emotions, context)
+    units = plan_units(local, store, params.study.emotions)
+    if units:
+        sweep(units, store)
+        monitor.expect(sum(len(u.specs) for u in units))
+        window, room = window_for(units)
+        calls += schedule(units, PrefectExecutor(str(data.root), params.study.emotions, context),
+                          window=window, room=room)
     return calls
-
-
-def _label(spec) -> str:
-    return (f"{spec.model_id} | {spec.condition.condition_id} | {spec.stimulus_set} "
-            f"b{spec.index:04d}")
-
-
-def _batch_calls(spec, future, context: str, log: bool = True) -> int:
-    """Calls a finished batch task made; a failed one raises saying where and how to resume.
-    A batch that made calls gets one log line (calls, attempts, retries, latency, tokens) and
-    moves its subflow's progress artifact."""
-    future.wait()
-    state = future.state
-    if state.is_failed():
-        try:
-            state.result()
-        except Exception as err:  # noqa: BLE001 - re-raised with where it happened
-            raise RunFailure(
-                f"{context}: batch b{spec.index:04d} of {spec.model_id} / "
-                f"{spec.condition.condition_id} [{spec.stimulus_set}] failed: {err}. "
-                "Fix the cause and run the same command again: finished batches are "
-                "kept and only the missing ones run.") from err
-    out = state.result() or {}
-    if log:
-        monitor.finished(_label(spec), PredictionStore.batch_file(spec.folder, spec.index, "parquet")
-                         if out.get("calls") else None, out.get("wall_s"))
-    return out.get("calls", 0)
 
 
 class _ClusterPlan:

@@ -15,7 +15,7 @@ from emoface.backends import make_backend
 from emoface.backends.base import PermanentBackendError, TransientBackendError
 from emoface.config import InferenceParams, OllamaParams
 from emoface.inference.conditions import Condition
-from emoface.inference.engine import run_condition
+from emoface.inference.scheduler import run_condition
 from emoface.inference.store import PredictionStore
 from emoface.prompts import conversations
 from emoface.stimuli.store import load_stimulus_set
