@@ -22,8 +22,8 @@ from emoface.inference.engine import (
     plan_hidden_states,
     run_hidden_states,
 )
-from emoface.inference.scheduler import plan_units, schedule, sweep, window_for
 from emoface.inference.remote import ModelDigestMismatch, cluster_backend
+from emoface.inference.scheduler import plan_units, schedule, sweep, window_for
 from emoface.inference.service import resolve_labels
 from emoface.inference.store import HiddenStateStore, PredictionStore
 from emoface.paths import DataPaths

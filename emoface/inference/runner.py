@@ -51,13 +51,15 @@ MAX_CONVERSATION_THREADS = 512
 class ConversationPool:
     """The threads that run one backend's conversations, shared by every batch in flight, so a
     conversation sleeping in a retry backoff (its slot left to others) leaves a thread to a
-    conversation of the same or of another batch. ``backlog``: conversations not started yet."""
+    conversation of the same or of another batch. ``backlog``: conversations not started yet.
+    Its threads end whenever no conversation is in flight (none outlives the work)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="conversation")
+        self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._queued = 0
+        self._active = 0
 
     @property
     def backlog(self) -> int:
@@ -65,15 +67,26 @@ class ConversationPool:
 
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list:
         """``fn`` over ``items`` on the pool; results in input order."""
-        with self._lock:
-            self._queued += len(items)
 
-        def started(item: Any) -> Any:
+        def run(item: Any) -> Any:
             with self._lock:
                 self._queued -= 1
-            return fn(item)
+            try:
+                return fn(item)
+            finally:
+                with self._lock:
+                    self._active -= 1
+                    if self._active == 0 and self._pool is not None:
+                        self._pool.shutdown(wait=False)
+                        self._pool = None
 
-        futures = [self._pool.submit(started, i) for i in items]
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.size,
+                                                thread_name_prefix="conversation")
+            self._queued += len(items)
+            self._active += len(items)
+            futures = [self._pool.submit(run, i) for i in items]
         return [f.result() for f in futures]
 
 

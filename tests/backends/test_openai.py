@@ -15,8 +15,8 @@ from emoface.backends.base import PermanentBackendError, TransientBackendError
 from emoface.config import InferenceParams, OpenAIParams
 from emoface.inference.conditions import Condition
 from emoface.inference.engine import stimulus_inputs
-from emoface.inference.scheduler import run_condition
 from emoface.inference.runner import rate_stimulus
+from emoface.inference.scheduler import run_condition
 from emoface.inference.store import PredictionStore
 from emoface.prompts import conversations
 from emoface.stimuli.store import load_stimulus_set
