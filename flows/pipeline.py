@@ -23,7 +23,7 @@ from emoface.inference.engine import (
     run_hidden_states,
 )
 from emoface.inference.remote import ModelDigestMismatch, cluster_backend
-from emoface.inference.scheduler import plan_units, schedule, sweep, window_for
+from emoface.inference.scheduler import Unit, plan_units, schedule, sweep, window_for
 from emoface.inference.service import resolve_labels
 from emoface.inference.store import HiddenStateStore, PredictionStore
 from emoface.paths import DataPaths
@@ -170,33 +170,30 @@ def _run_phase(items: list[WorkItem], backends: _Backends, params: Params, data:
         (remote if isinstance(backend, ClusterModel) else local).append((backend, specs))
     calls = 0
     if remote:  # computed on the workers, committed here
-        calls += _run_cluster().run_specs([(b, s) for b, specs in remote for s in specs], store,
-                                          params.inference, params.study.emotions, context)
+        calls += _run_cluster().run_units(
+            plan_units(remote, store, params.study.emotions, image_major=False), store,
+            params.inference, params.study.emotions, context)
     units = plan_units(local, store, params.study.emotions)
     if units:
-        sweep(units, store)
-        monitor.expect(sum(len(u.specs) for u in units))
-        window, room = window_for(units)
-        calls += schedule(units, PrefectExecutor(str(data.root), params.study.emotions, context),
-                          window=window, room=room)
+        calls += _schedule_here(units, params, store, context)
     return calls
 
 
-class _ClusterPlan:
-    """The batches of a plan that the cluster can run before any subflow (Ollama/MLX predictions
-    whose stimulus set is present), deduplicated, in plan order. A text-only condition that gives
-    the model its own baseline labels waits until every batch of that baseline is committed; it
-    then joins the queue (:meth:`ready`)."""
+class _PlanWork:
+    """The prediction batches of the whole plan that can run before any subflow (their stimulus
+    set is present), deduplicated, in plan order, as the scheduler's units. A text-only
+    condition that gives the model its own baseline labels waits until every batch of that
+    baseline is committed; it then joins the queue (:meth:`ready`)."""
 
     def __init__(self, items: list[WorkItem], backends: _Backends, params: Params,
                  data: DataPaths) -> None:
         self.backends, self.params, self.data = backends, params, data
         self.store = PredictionStore(data.root)
-        self.work: list[tuple[ClusterModel, object]] = []
+        self.committed: set[str] = set()
         self.waiting: list[tuple[WorkItem, set[str]]] = []  # (item, baseline keys it needs)
         planned: dict[tuple, list] = {}
-        for item in dict((i.key, i) for i in items
-                         if i.kind == "predictions" and cluster_backend(i.model_id)
+        work = []
+        for item in dict((i.key, i) for i in items if i.kind == "predictions"
                          and data.stimulus_set(i.stimulus_set).manifest.exists()).values():
             if item.condition.label_source == "baseline":
                 base = planned.get(("predictions", item.stimulus_set, item.model_id,
@@ -205,9 +202,9 @@ class _ClusterPlan:
                     self.waiting.append((item, {s.key for s in base if not self.store.is_done(
                         s.folder, s.index, s.key)}))
                 continue
-            specs = self._plan(item)
-            planned[item.key] = specs
-            self.work += [(self.backends.get(item.model_id, item.stimulus_set), s) for s in specs]
+            planned[item.key] = self._plan(item)
+            work.append((self.backends.get(item.model_id, item.stimulus_set), planned[item.key]))
+        self.units = self._units(work) + self.ready()  # + those whose baseline was complete
 
     def _plan(self, item: WorkItem) -> list:
         backend = self.backends.get(item.model_id, item.stimulus_set)
@@ -218,44 +215,83 @@ class _ClusterPlan:
                               item.condition.options(self.params.inference), self.store,
                               batch_size=self.params.inference.batch_size, labels=labels)
 
-    def ready(self, committed: set[str]) -> list[tuple[ClusterModel, object]]:
-        """Waiting conditions whose baseline is now complete: every batch of it that was missing
-        when planned is among the ``committed`` keys."""
+    def _units(self, work: list) -> list[Unit]:
+        """Image-major units in this process; one batch per unit on the cluster."""
+        emotions = self.params.study.emotions
+        remote = [(b, s) for b, s in work if isinstance(b, ClusterModel)]
+        local = [(b, s) for b, s in work if not isinstance(b, ClusterModel)]
+        return (plan_units(remote, self.store, emotions, image_major=False)
+                + plan_units(local, self.store, emotions))
+
+    def ready(self, finished: Unit | None = None) -> list[Unit]:
+        """After ``finished`` was committed: the waiting conditions whose baseline is now
+        complete (every batch of it that was missing when planned is committed)."""
+        if finished is not None:
+            self.committed.update(s.key for s in finished.specs)
         out = []
         for entry in list(self.waiting):
             item, needs = entry
-            if needs <= committed:
+            if needs <= self.committed:
                 self.waiting.remove(entry)
-                backend = self.backends.get(item.model_id, item.stimulus_set)
-                out += [(backend, s) for s in self._plan(item)
-                        if not self.store.is_done(s.folder, s.index, s.key)]
-        return out
+                out.append((self.backends.get(item.model_id, item.stimulus_set),
+                            self._plan(item)))
+        return self._units(out) if out else []
 
 
-@flow(name="cluster-inference", flow_run_name="cluster inference | {models_label}")
-def cluster_flow(items: list[WorkItem], params: Params, data_root: str, models_label: str) -> int:
-    """Every Ollama/MLX batch of the plan through one window on the cluster, so no worker idles
-    while an ablation's last batches finish or the next one is planned. The baseline and ablation
-    subflows that follow find these batches stored and run only what is left (other backends,
-    hidden states, a set built later). A batch that fails here is not final: the subflow of the
-    ablation that needs it runs it again and reports it there."""
+@flow(name="inference", flow_run_name="inference | {models_label}")
+def inference_flow(items: list[WorkItem], params: Params, data_root: str, models_label: str) -> int:
+    """Every prediction batch of the plan through one window, so the server never idles while
+    an ablation's last batches finish or the next one is planned: in this process as Prefect
+    tasks, and Ollama/MLX batches on the cluster with ``--dask``. The baseline and ablation
+    subflows that follow find these batches stored and run only what is left (hidden states, a
+    set built later). A batch that fails here is not final: the subflow of the ablation that
+    needs it runs it again and reports it there."""
     logger = get_run_logger()
     data = DataPaths(Path(data_root))
-    cluster = _run_cluster()
-    before = cluster.calls
+    store = PredictionStore(data.root)
+    calls = 0
     try:
-        plan = _ClusterPlan(items, _run_backends(), params, data)
-        with monitor.subflow_progress("cluster inference"):
-            cluster.run_specs(plan.work, PredictionStore(data.root), params.inference,
-                              params.study.emotions, "cluster inference", more=plan.ready)
+        plan = _PlanWork(items, _run_backends(), params, data)
+        with monitor.subflow_progress("inference"):
+            remote = [u for u in plan.units if isinstance(u.backend, ClusterModel)]
+            if remote:
+                cluster = _run_cluster()
+                before = cluster.calls
+                try:
+                    cluster.run_units(remote, store, params.inference, params.study.emotions,
+                                      "inference", more=plan.ready)
+                finally:
+                    calls += cluster.calls - before
+            local = [u for u in plan.units if not isinstance(u.backend, ClusterModel)]
+            if local:
+                calls += _schedule_here(local, params, store, "inference", more=plan.ready)
     except (ModelDigestMismatch, ClusterError):
         raise
     except Exception as err:  # noqa: BLE001 - each ablation's subflow retries and reports it
         if server_down(err):
             raise  # a server found down by its circuit breaker ends the run
-        logger.warning("cluster inference stopped (%s); each ablation now runs its own batches "
+        logger.warning("inference stopped (%s); each ablation now runs its own batches "
                        "and reports any failure", err)
-    return cluster.calls - before
+    return calls
+
+
+def _schedule_here(units: list[Unit], params: Params, store: PredictionStore, context: str,
+                   more=None) -> int:
+    """Units as Prefect tasks of this flow run, through the scheduler's window."""
+    if not units and more is None:
+        return 0
+    sweep(units, store)
+    monitor.expect(sum(len(u.specs) for u in units))
+    window, room = window_for(units)
+
+    def joined(finished: Unit) -> list[Unit]:
+        new = [u for u in more(finished) if not isinstance(u.backend, ClusterModel)]
+        sweep(new, store)
+        monitor.expect(sum(len(u.specs) for u in new))
+        return new
+
+    return schedule(units, PrefectExecutor(str(store.root), params.study.emotions, context),
+                    window=window, room=room, more=joined if more is not None else None)
 
 
 _RUN: dict = {}  # "backends": _Backends, "cluster": Cluster (with --dask) for one flow run
@@ -339,10 +375,8 @@ def _ablations(plan: Plan, params: Params, data_root: str, selection: str, infer
             _RUN["cluster"] = cluster.__enter__()
         if inference:
             stimuli_task(params, data_root, params.stimuli.set_name)
-            if cluster is not None:
-                every = base + [i for aid in plan.ablations for i in plan.per_ablation[aid]]
-                by_flow["cluster inference"] = cluster_flow(every, params, data_root,
-                                                            ",".join(plan.models))
+            every = base + [i for aid in plan.ablations for i in plan.per_ablation[aid]]
+            by_flow["inference"] = inference_flow(every, params, data_root, ",".join(plan.models))
             by_flow["baseline"] = baseline_flow(base, params, data_root, ",".join(plan.models))
         if analyses:
             summaries.append(analysis_task("baseline", params, data_root, plan.models, base))

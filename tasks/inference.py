@@ -151,3 +151,6 @@ class PrefectExecutor:
                              if out.get("calls") else None,
                              out.get("wall_s") if len(unit.specs) == 1 else None)
         return out.get("calls", 0)
+
+    def cancel(self, future) -> None:
+        future.wrapped_future.cancel()  # not started yet: never starts

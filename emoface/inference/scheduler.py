@@ -64,13 +64,16 @@ class Unit:
 
 
 class Executor(Protocol):
-    """Runs units: ``submit`` starts one and returns its future; ``finish`` is called in the
-    scheduling thread once that future is done and returns the backend calls it made (it
-    commits the unit when the executor computed it elsewhere, and raises for a failed one)."""
+    """Runs units: ``submit`` starts one and returns its future (with ``add_done_callback``);
+    ``finish`` is called in the scheduling thread once that future is done and returns the
+    backend calls it made (it commits the unit when the executor computed it elsewhere, and
+    raises for a failed one); ``cancel`` drops a unit still in flight when the run stops."""
 
     def submit(self, unit: Unit) -> Any: ...
 
     def finish(self, unit: Unit, future: Any) -> int: ...
+
+    def cancel(self, future: Any) -> None: ...
 
 
 def plan_units(work: Iterable[tuple[Any, Sequence[BatchSpec]]], store: PredictionStore,
@@ -90,14 +93,14 @@ def plan_units(work: Iterable[tuple[Any, Sequence[BatchSpec]]], store: Predictio
 
 def schedule(units: Iterable[Unit], executor: Executor, *, window: int | Callable[[], int] = 2,
              room: Callable[[], bool] | None = None,
-             more: Callable[[], Iterable[Unit]] | None = None,
+             more: Callable[[Unit], Iterable[Unit]] | None = None,
              tick: Callable[[], None] | None = None, poll_s: float = 0.05) -> int:
     """Run ``units`` through ``executor`` with at most ``window`` in flight (a number, or asked
     again each round), and, while any is in flight, only when ``room()`` says the executor can
     use another; each is finished (committed) as it completes. Returns the calls made.
 
-    ``more()``, asked after each finished unit, returns units that were waiting for it (they
-    join the end of the queue); ``tick()`` runs each round (a health check that may raise). A
+    ``more(unit)``, asked after each finished unit, returns units that were waiting for it
+    (they join the end of the queue); ``tick()`` runs each round (a health check that may raise). A
     unit that fails raises out of here; the units still in flight are cancelled."""
     queue: deque[Unit] = deque(units)
     running: dict[Any, Unit] = {}
@@ -125,12 +128,13 @@ def schedule(units: Iterable[Unit], executor: Executor, *, window: int | Callabl
                 tick()
             if future is None:
                 continue
-            calls += executor.finish(running.pop(future), future)
+            unit = running.pop(future)
+            calls += executor.finish(unit, future)
             if more is not None:
-                queue.extend(more())
+                queue.extend(more(unit))
     finally:
         for future in running:  # a failed run leaves no work behind
-            future.cancel()
+            executor.cancel(future)
     return calls
 
 
@@ -168,6 +172,9 @@ class ThreadExecutor:
 
     def finish(self, unit: Unit, future: Future) -> int:
         return future.result()
+
+    def cancel(self, future: Future) -> None:
+        future.cancel()
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
