@@ -17,6 +17,7 @@ import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,8 +156,12 @@ def rate_stimulus(
     options: GenerationOptions,
     *,
     label: str | None = None,
+    slot: Callable[[], AbstractContextManager] | None = None,
 ) -> tuple[dict, list[LogitRecord]]:
-    """Run every conversation one stimulus needs and parse the answers into one row."""
+    """Run every conversation one stimulus needs and parse the answers into one row.
+
+    ``slot`` (the backend's :meth:`~Backend.slot`) is held for each conversation's calls only,
+    not while its answers are parsed, so the server gets the next conversation meanwhile."""
     parsed: dict[str, Parsed] = {}
     raw: list[dict] = []
     turns_done: list[TurnResult] = []
@@ -170,7 +175,8 @@ def rate_stimulus(
         stop.check()  # an interrupted run starts no new conversation
         image_stim = stimulus if any(t.with_image for t in conv) else None
         schema = single_shot_schema() if conv[0].field == "json" else None
-        results = backend.converse(image_stim, conv, options, json_schema=schema)
+        with slot() if slot is not None else nullcontext():
+            results = backend.converse(image_stim, conv, options, json_schema=schema)
         for turn, res in zip(conv, results, strict=True):
             raw.append({"field": turn.field, "text": res.text})
             turns_done.append(res)
@@ -243,8 +249,8 @@ def run_batch(
             return finished[stim.stimulus_id]  # counted by the progress bar the first time
         label = labels[stim.stimulus_id] if labels is not None else None
         try:
-            with backend.slot():
-                out = rate_stimulus(backend, info, stim, condition, emotions, options, label=label)
+            out = rate_stimulus(backend, info, stim, condition, emotions, options, label=label,
+                                slot=backend.slot)
         except TransientBackendError as err:
             return err  # asked again in the next round, after the others are done
         finished[stim.stimulus_id] = out

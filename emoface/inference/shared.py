@@ -78,9 +78,8 @@ def run_group(backend: Backend, group: Sequence[BatchSpec], store: PredictionSto
                 continue
             label = s.labels[stim.stimulus_id] if s.labels is not None else None
             try:
-                with backend.slot():
-                    out = rate_stimulus(backend, info, stim, s.condition, emotions, s.options,
-                                        label=label)
+                out = rate_stimulus(backend, info, stim, s.condition, emotions, s.options,
+                                    label=label, slot=backend.slot)
             except TransientBackendError as err:
                 failed = err
                 continue
