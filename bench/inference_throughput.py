@@ -144,6 +144,7 @@ def flow_throughput(args) -> int:
     span = times[-1] - times[0]
     capacity = args.capacity / latency
     rate = len(times) / span
+    engine = _engine_rate(tmp, latency, args.capacity)  # the same server, in process
     windows = [0] * (int(span // 5) + 1)
     for t in times:
         windows[int((t - times[0]) // 5)] += 1
@@ -154,6 +155,9 @@ def flow_throughput(args) -> int:
            "inference_window_s": round(span, 1), "calls_per_s": round(rate, 1),
            "of_capacity": round(rate / capacity, 3), "windows_5s": len(full),
            "windows_under_half_capacity": low, "calls_per_window": windows,
+           "engine_calls_per_s": round(engine, 1),
+           "engine_of_capacity": round(engine / capacity, 3),
+           "flow_over_engine": round(rate / engine, 3),
            "targets": {"of_capacity_min": 0.9}}
     if args.json:
         print(json.dumps(out))
@@ -161,8 +165,36 @@ def flow_throughput(args) -> int:
         print(f"flow --priority {args.priority}: {len(times)} calls at {latency * 1000:.0f} ms, "
               f"capacity {capacity:.0f} calls/s: {rate:.1f} calls/s over the inference window "
               f"({span:.1f} s of {wall:.1f} s) = {out['of_capacity']:.3f} of capacity; "
-              f"{low} of {len(full)} five-second windows under half capacity")
+              f"{low} of {len(full)} five-second windows under half capacity; the in-process "
+              f"engine against the same server: {engine:.1f} calls/s = "
+              f"{out['engine_of_capacity']:.3f} of capacity (flow / engine "
+              f"{out['flow_over_engine']:.3f})")
     return 0 if out["of_capacity"] >= 0.9 else 1
+
+
+def _engine_rate(tmp: Path, latency: float, capacity: int) -> float:
+    """Calls/s of the in-process engine (``run_condition``, the baseline condition) against a
+    fresh stand-in server with the same latency: what the flow is compared with."""
+    from emoface.backends import make_backend
+    from emoface.config import load_params
+    from emoface.inference.conditions import Condition
+    from emoface.inference.scheduler import run_condition
+    from emoface.inference.store import PredictionStore
+    from emoface.paths import DataPaths
+    from emoface.stimuli.store import load_stimulus_set
+    from tests.fake_ollama import FakeOllama
+
+    p = load_params(tmp / "params.yaml")
+    ss = load_stimulus_set(DataPaths(tmp / "data").stimulus_set("embedded"), p.study)
+    with FakeOllama(latency_s=latency) as server:
+        inf = p.inference.model_copy(update={"ollama": p.inference.ollama.model_copy(
+            update={"host": server.host, "concurrency": capacity})})
+        be = make_backend("ollama/gemma3:4b", inf, emotions=p.study.emotions)
+        c = Condition()
+        run_condition(be, ss, c, c.options(inf), PredictionStore(tmp / "engine"),
+                      p.study.emotions, batch_size=p.inference.batch_size)
+        times = sorted(r["_t"] for r in server.chat_requests())
+    return len(times) / (times[-1] - times[0])
 
 
 if __name__ == "__main__":
