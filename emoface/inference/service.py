@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from emoface.ablations.base import BASELINE
 from emoface.backends import make_backend
 from emoface.config import Params
 from emoface.errors import ConfigError, DataError
@@ -19,8 +20,6 @@ from emoface.inference.scheduler import plan_units, run_units
 from emoface.inference.store import PredictionStore
 from emoface.paths import DataPaths
 from emoface.stimuli.store import StimulusSet, load_stimulus_set
-
-BASELINE = Condition()
 
 
 def resolve_labels(condition: Condition, stimulus_set: StimulusSet, store: PredictionStore,
