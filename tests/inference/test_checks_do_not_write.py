@@ -4,13 +4,7 @@ answer is "yes" because the plan changed (new batch keys are recorded only by a 
 
 from __future__ import annotations
 
-import pytest
-
 from emoface.ablations import baseline_items
-from emoface.config import ModelsParams, Params, StimuliParams
-from emoface.inference.service import run_condition_for
-from emoface.paths import DataPaths
-from emoface.stimuli.generate import generate_stimulus_set
 from emoface.uptodate import inference_is_current
 
 MODEL = "simulated/gemma3-4b"
@@ -22,18 +16,8 @@ def snapshot(root) -> dict[str, bytes]:
             if p.is_file()}
 
 
-@pytest.fixture
-def world(tmp_path):
-    p = Params(stimuli=StimuliParams(identities_per_cell=2),
-               models=ModelsParams(study=(MODEL,), fer=()))
-    data = DataPaths(tmp_path / "data")
-    generate_stimulus_set(p.study, p.stimuli, data.stimulus_set("embedded"))
-    run_condition_for(p, data, MODEL, protocol="context_carry")
-    return p, data
-
-
-def test_uptodate_check_writes_nothing(world):
-    p, data = world
+def test_uptodate_check_writes_nothing(simulated_store):
+    p, data = simulated_store
     items = baseline_items(p, [MODEL])
     before = snapshot(data.root)
     assert inference_is_current(items, p, data)
@@ -43,12 +27,12 @@ def test_uptodate_check_writes_nothing(world):
     assert snapshot(data.root) == before
 
 
-def test_dry_run_writes_nothing(world, tmp_path, capsys):
+def test_dry_run_writes_nothing(simulated_store, tmp_path, capsys):
     import yaml
 
     from flows.ablations import main
 
-    p, data = world
+    p, data = simulated_store
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(
         {"stimuli": {"identities_per_cell": 2}, "models": {"study": [MODEL], "fer": []},
