@@ -6,6 +6,8 @@ Imported by ``flows/ablations.py`` after it has set Prefect's environment; nothi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from prefect import flow, get_run_logger, tags, task
@@ -362,17 +364,26 @@ def _label_run(selection: str) -> list[str]:
     return run_tags
 
 
+@contextmanager
+def _this_run(params: Params, data: DataPaths, inference: bool) -> Iterator[None]:
+    """This run's backends and (with ``--dask``) its cluster connection in ``_RUN`` for the flow
+    bodies, released however the run ends."""
+    with ExitStack() as stack:
+        _RUN["backends"] = _Backends(params, data)
+        stack.callback(lambda: _RUN.pop("backends").close())
+        if params.execution.dask and inference:
+            _RUN["cluster"] = stack.enter_context(Cluster(params.execution))
+            stack.callback(_RUN.pop, "cluster", None)
+        yield
+
+
 def _ablations(plan: Plan, params: Params, data_root: str, selection: str, inference: bool,
                analyses: bool) -> dict:
     logger = get_run_logger()
     data = DataPaths(Path(data_root))
-    _RUN["backends"] = _Backends(params, data)
     failures, summaries, by_flow = [], [], {}  # by_flow: backend calls made in each subflow
     base = baseline_items(params, plan.models)
-    cluster = Cluster(params.execution) if params.execution.dask and inference else None
-    try:
-        if cluster is not None:
-            _RUN["cluster"] = cluster.__enter__()
+    with _this_run(params, data, inference):
         if inference:
             stimuli_task(params, data_root, params.stimuli.set_name)
             every = base + [i for aid in plan.ablations for i in plan.per_ablation[aid]]
@@ -397,10 +408,6 @@ def _ablations(plan: Plan, params: Params, data_root: str, selection: str, infer
             files = [str(data.stimulus_set(params.stimuli.set_name).manifest),
                      str(data.stimulus_set(params.stimuli.set_name).norms)]
             report_task(data_root, plan.ablations, files, params.analysis.alpha)
-    finally:
-        _RUN.pop("backends").close()
-        if _RUN.pop("cluster", None) is not None:
-            cluster.__exit__(None, None, None)
     result = {"calls": sum(by_flow.values()), "calls_by_flow": by_flow, "ablations": summaries,
               "failures": failures}
     if failures:
