@@ -5,15 +5,15 @@ as soon as it finishes, in whatever order units finish.
 
 Executors plug in (:class:`Executor`): in process on threads (:class:`ThreadExecutor`, here),
 Prefect tasks (``tasks/inference.py``) and a Dask cluster (``tasks/cluster.py``). The library
-imports neither Prefect nor Dask; an executor only needs to return a future that has
-``add_done_callback`` and ``cancel`` (``concurrent.futures``, Prefect's and Dask's futures all do).
+imports neither Prefect nor Dask; an executor's ``submit`` only needs to return a future with
+``add_done_callback`` (``concurrent.futures``, Prefect's and Dask's futures all have it).
 
-The conversations of every batch in flight against one backend share one pool of threads
-(:func:`conversation_pool`): a conversation sleeping in a retry backoff leaves its slot of the
-backend's ``max_concurrency`` to a conversation of the same or of a later batch, and the window
-admits another unit whenever the pool has run out of conversations to start
-(:func:`keep_full`), so a backing-off conversation never idles the server while there is work
-left, and a batch waiting for its slowest conversation does not hold the next ones back.
+In this process, the conversations of every batch in flight against one backend share one pool of
+threads (:func:`~emoface.inference.runner.conversation_pool`): a conversation sleeping in a retry
+backoff leaves its slot of the backend's ``max_concurrency`` to a conversation of the same or of a
+later batch, and the window admits another unit whenever the pool has run out of conversations to
+start (:func:`window_for`), so a backing-off conversation never idles the server while there is
+work left, and a batch waiting for its slowest conversation does not hold the next ones back.
 """
 
 from __future__ import annotations
