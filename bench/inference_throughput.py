@@ -159,16 +159,14 @@ def flow_throughput(args) -> int:
            "engine_of_capacity": round(engine / capacity, 3),
            "flow_over_engine": round(rate / engine, 3),
            "targets": {"of_capacity_min": 0.9}}
-    if args.json:
-        print(json.dumps(out))
-    else:
-        print(f"flow --priority {args.priority}: {len(times)} calls at {latency * 1000:.0f} ms, "
-              f"capacity {capacity:.0f} calls/s: {rate:.1f} calls/s over the inference window "
-              f"({span:.1f} s of {wall:.1f} s) = {out['of_capacity']:.3f} of capacity; "
-              f"{low} of {len(full)} five-second windows under half capacity; the in-process "
-              f"engine against the same server: {engine:.1f} calls/s = "
-              f"{out['engine_of_capacity']:.3f} of capacity (flow / engine "
-              f"{out['flow_over_engine']:.3f})")
+    line = (f"flow --priority {args.priority}: {len(times)} calls at {latency * 1000:.0f} ms, "
+            f"capacity {capacity:.0f} calls/s: {rate:.1f} calls/s over the inference window "
+            f"({span:.1f} s of {wall:.1f} s) = {out['of_capacity']:.3f} of capacity; "
+            f"{low} of {len(full)} five-second windows under half capacity; the in-process "
+            f"engine against the same server: {engine:.1f} calls/s = "
+            f"{out['engine_of_capacity']:.3f} of capacity (flow / engine "
+            f"{out['flow_over_engine']:.3f})")
+    print(json.dumps(out) if args.json else line)
     return 0 if out["of_capacity"] >= 0.9 else 1
 
 
