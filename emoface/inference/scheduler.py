@@ -142,11 +142,13 @@ def window_for(units: Sequence[Unit]) -> tuple[int, Callable[[], bool] | None]:
     """(window, room) for :func:`schedule` in this process: while a backend of ``units`` runs
     conversations on a pool, another unit is admitted whenever that pool has no conversation
     waiting for a thread (its server always has work; at most :data:`MAX_UNITS_IN_FLIGHT`);
-    a backend that runs one conversation at a time gets :data:`SERIAL_WINDOW` units."""
+    a backend that runs one conversation at a time gets :data:`SERIAL_WINDOW` units, or one
+    at a time when some are image-major groups (two would take turns with its kept first-turn
+    states)."""
     pools = [p for p in {id(u.backend): conversation_pool(u.backend) for u in units
                          if isinstance(u.backend, Backend)}.values() if p is not None]
     if not pools:
-        return SERIAL_WINDOW, None
+        return (1 if any(len(u.specs) > 1 for u in units) else SERIAL_WINDOW), None
     return MAX_UNITS_IN_FLIGHT, lambda: any(p.backlog == 0 for p in pools)
 
 

@@ -68,24 +68,26 @@ def run_group(backend: Backend, group: Sequence[BatchSpec], store: PredictionSto
         finished = _FINISHED.setdefault((info.model_id, tuple(s.key for s in pending)), {})
 
     def one_stimulus(i: int) -> TransientBackendError | None:
-        """Stimulus i under every pending condition, back to back (the shared first turn stays
-        hot in the backend's cache). A conversation that ran out of its retries is left for the
-        next round; the conditions after it still run."""
+        """Stimulus i under every pending condition, back to back in one slot (the shared first
+        turn stays hot in the backend's or the server's cache; a backoff still leaves the slot
+        to others). A conversation that ran out of its retries is left for the next round; the
+        conditions after it still run."""
         failed = None
-        for s in pending:
-            stim = s.stimuli[i]
-            if (s.key, stim.stimulus_id) in finished:
-                continue
-            label = s.labels[stim.stimulus_id] if s.labels is not None else None
-            try:
-                out = rate_stimulus(backend, info, stim, s.condition, emotions, s.options,
-                                    label=label, slot=backend.slot)
-            except TransientBackendError as err:
-                failed = err
-                continue
-            finished[(s.key, stim.stimulus_id)] = out
-            if on_done is not None:
-                on_done(1)
+        with backend.slot():
+            for s in pending:
+                stim = s.stimuli[i]
+                if (s.key, stim.stimulus_id) in finished:
+                    continue
+                label = s.labels[stim.stimulus_id] if s.labels is not None else None
+                try:
+                    out = rate_stimulus(backend, info, stim, s.condition, emotions, s.options,
+                                        label=label)
+                except TransientBackendError as err:
+                    failed = err
+                    continue
+                finished[(s.key, stim.stimulus_id)] = out
+                if on_done is not None:
+                    on_done(1)
         return failed
 
     n = len(pending[0].stimuli)
