@@ -177,7 +177,8 @@ def _run_phase(items: list[WorkItem], backends: _Backends, params: Params, data:
             params.inference, params.study.emotions, context)
     units = plan_units(local, store, params.study.emotions)
     if units:
-        calls += _schedule_here(units, params, store, context)
+        calls += _schedule_here(units, store, PrefectExecutor(str(data.root),
+                                                              params.study.emotions, context))
     return calls
 
 
@@ -251,7 +252,8 @@ def inference_flow(items: list[WorkItem], params: Params, data_root: str, models
     logger = get_run_logger()
     data = DataPaths(Path(data_root))
     store = PredictionStore(data.root)
-    calls = 0
+    here = PrefectExecutor(data_root, params.study.emotions, "inference")
+    calls = 0  # on the cluster; here.calls: in this process (each counted once committed)
     try:
         plan = _PlanWork(items, _run_backends(), params, data)
         with monitor.subflow_progress("inference"):
@@ -266,7 +268,7 @@ def inference_flow(items: list[WorkItem], params: Params, data_root: str, models
                     calls += cluster.calls - before
             local = [u for u in plan.units if not isinstance(u.backend, ClusterModel)]
             if local:
-                calls += _schedule_here(local, params, store, "inference", more=plan.ready)
+                _schedule_here(local, store, here, more=plan.ready)
     except (ModelDigestMismatch, ClusterError):
         raise
     except Exception as err:  # noqa: BLE001 - each ablation's subflow retries and reports it
@@ -274,14 +276,12 @@ def inference_flow(items: list[WorkItem], params: Params, data_root: str, models
             raise  # a server found down by its circuit breaker ends the run
         logger.warning("inference stopped (%s); each ablation now runs its own batches "
                        "and reports any failure", err)
-    return calls
+    return calls + here.calls
 
 
-def _schedule_here(units: list[Unit], params: Params, store: PredictionStore, context: str,
+def _schedule_here(units: list[Unit], store: PredictionStore, executor: PrefectExecutor,
                    more=None) -> int:
     """Units as Prefect tasks of this flow run, through the scheduler's window."""
-    if not units and more is None:
-        return 0
     sweep(units, store)
     monitor.expect(sum(len(u.specs) for u in units))
     window, room = window_for(units)
@@ -292,8 +292,8 @@ def _schedule_here(units: list[Unit], params: Params, store: PredictionStore, co
         monitor.expect(sum(len(u.specs) for u in new))
         return new
 
-    return schedule(units, PrefectExecutor(str(store.root), params.study.emotions, context),
-                    window=window, room=room, more=joined if more is not None else None)
+    return schedule(units, executor, window=window, room=room,
+                    more=joined if more is not None else None)
 
 
 _RUN: dict = {}  # "backends": _Backends, "cluster": Cluster (with --dask) for one flow run

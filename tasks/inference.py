@@ -130,6 +130,7 @@ class PrefectExecutor:
 
     def __init__(self, data_root: str, emotions: Sequence[str], context: str) -> None:
         self.data_root, self.emotions, self.context = data_root, tuple(emotions), context
+        self.calls = 0  # of every unit finished so far (a failed schedule included)
 
     def submit(self, unit: Unit):
         if len(unit.specs) == 1:
@@ -150,6 +151,7 @@ class PrefectExecutor:
             monitor.finished(batch_label(s), PredictionStore.batch_file(s.folder, s.index, "parquet")
                              if out.get("calls") else None,
                              out.get("wall_s") if len(unit.specs) == 1 else None)
+        self.calls += out.get("calls", 0)
         return out.get("calls", 0)
 
     def cancel(self, future) -> None:
