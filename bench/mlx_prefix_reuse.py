@@ -50,8 +50,7 @@ def run_path(model_dir: Path, share: int, specs_for, emotions, image_major: bool
     import polars as pl
 
     from emoface.backends.mlx import MlxBackend
-    from emoface.inference.engine import run_specs
-    from emoface.inference.shared import run_image_major
+    from emoface.inference.scheduler import run_image_major, run_specs
     from emoface.inference.store import PredictionStore
 
     backend = MlxBackend(str(model_dir), share_first_turn=share)

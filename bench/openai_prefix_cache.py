@@ -38,8 +38,7 @@ def run_schedule(specs_for, inference_for, emotions, args, image_major: bool) ->
     import polars as pl
 
     from emoface.backends import make_backend
-    from emoface.inference.engine import run_specs
-    from emoface.inference.shared import run_image_major
+    from emoface.inference.scheduler import run_image_major, run_specs
     from emoface.inference.store import PredictionStore
     from tests.fake_openai import FakeOpenAI
 

@@ -198,14 +198,15 @@ def inference_is_current(items: Sequence[WorkItem], params: Params, data: DataPa
             backend = backends[(it.model_id, it.stimulus_set)]
             if it.kind == "hidden":
                 plan = plan_hidden_states(backend, ss, hstore, params.study.emotions,
-                                          batch_size=params.inference.batch_size)
+                                          batch_size=params.inference.batch_size, record=False)
                 if not hidden_states_complete(plan, hstore):
                     return False
                 continue
             labels = resolve_labels(it.condition, ss, store, backend.info.model_id,
                                     params.study.emotions)
             specs = plan_condition(backend, ss, it.condition, it.condition.options(params.inference),
-                                   store, batch_size=params.inference.batch_size, labels=labels)
+                                   store, batch_size=params.inference.batch_size, labels=labels,
+                                   record=False)  # a check writes nothing
             if pending_specs(specs, store):
                 return False
     except EmofaceError:

@@ -6,6 +6,8 @@ Imported by ``flows/ablations.py`` after it has set Prefect's environment; nothi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from prefect import flow, get_run_logger, tags, task
@@ -18,12 +20,12 @@ from emoface.backends.base import ServerDown
 from emoface.config import Params
 from emoface.inference.engine import (
     hidden_states_complete,
-    pending_specs,
     plan_condition,
     plan_hidden_states,
     run_hidden_states,
 )
 from emoface.inference.remote import ModelDigestMismatch, cluster_backend
+from emoface.inference.scheduler import Unit, plan_units, schedule, sweep, window_for
 from emoface.inference.service import resolve_labels
 from emoface.inference.store import HiddenStateStore, PredictionStore
 from emoface.paths import DataPaths
@@ -33,7 +35,7 @@ from emoface.stimuli.store import StimulusSet, load_stimulus_set
 from tasks import monitor
 from tasks.analysis import analysis_task, report_task
 from tasks.cluster import Cluster, ClusterError, ClusterModel
-from tasks.inference import inference_batch, inference_group
+from tasks.inference import PrefectExecutor
 from tasks.record import HOOKS
 
 
@@ -128,127 +130,73 @@ def hidden_task(backend: Backend, item: WorkItem, params: Params, data_root: str
 
 def run_items(items: list[WorkItem], backends: _Backends, params: Params, data: DataPaths,
               context: str) -> int:
-    """Run the work items' missing batches as tasks; returns the backend calls made."""
+    """Run the work items' missing batches through the scheduler; returns the backend calls
+    made. Batches are planned and verified once; those of one model that share a first turn
+    run image-major as one task; each batch is a Prefect task (or, with a cluster, computed on
+    a worker) and committed as it finishes. Conditions that give the model its own baseline
+    labels are planned once that baseline is committed."""
     logger = get_run_logger()
     store = PredictionStore(data.root)
-    calls = _run_image_major(items, backends, params, data, store, context)
+    calls = 0
     for item in items:
-        backend = backends.get(item.model_id, item.stimulus_set, remote=item.kind != "hidden")
-        if item.kind == "hidden":
-            hplan = plan_hidden_states(backend, backends.stimuli(item.stimulus_set),
-                                       HiddenStateStore(data.root), params.study.emotions,
-                                       batch_size=params.inference.batch_size)
-            if not hidden_states_complete(hplan, HiddenStateStore(data.root)):
-                monitor.expect(1)
-                n = hidden_task(backend, item, params, str(data.root))
-                logger.info("%s: hidden states of %s: %d layer files", context, item.model_id, n)
-                monitor.finished(f"hidden states {item.model_id}", None)
+        if item.kind != "hidden":
             continue
+        backend = backends.get(item.model_id, item.stimulus_set, remote=False)
+        hplan = plan_hidden_states(backend, backends.stimuli(item.stimulus_set),
+                                   HiddenStateStore(data.root), params.study.emotions,
+                                   batch_size=params.inference.batch_size)
+        if not hidden_states_complete(hplan, HiddenStateStore(data.root)):
+            monitor.expect(1)
+            n = hidden_task(backend, item, params, str(data.root))
+            logger.info("%s: hidden states of %s: %d layer files", context, item.model_id, n)
+            monitor.finished(f"hidden states {item.model_id}", None)
+    predictions = [i for i in items if i.kind == "predictions"]
+    for phase in ([i for i in predictions if i.condition.label_source != "baseline"],
+                  [i for i in predictions if i.condition.label_source == "baseline"]):
+        calls += _run_phase(phase, backends, params, data, store, context)
+    for item in predictions:
+        logger.info("%s: %s done", context, item.label)
+    return calls
+
+
+def _run_phase(items: list[WorkItem], backends: _Backends, params: Params, data: DataPaths,
+               store: PredictionStore, context: str) -> int:
+    local, remote = [], []
+    for item in items:
+        backend = backends.get(item.model_id, item.stimulus_set)
         ss = backends.stimuli(item.stimulus_set)
         labels = resolve_labels(item.condition, ss, store, backend.info.model_id,
                                 params.study.emotions)
         specs = plan_condition(backend, ss, item.condition, item.condition.options(params.inference),
                                store, batch_size=params.inference.batch_size, labels=labels)
-        if isinstance(backend, ClusterModel):  # compute on the workers, commit here
-            calls += _run_cluster().run_specs([(backend, s) for s in specs], store,
-                                               params.inference, params.study.emotions, context)
-            logger.info("%s: %s done", context, item.label)
-            continue
-        store.sweep(specs[0].folder)
-        # One verification per batch here; a task run only for a batch that needs calls (a
-        # no-change re-run starts no task at all).
-        specs = pending_specs(specs, store)
-        monitor.expect(len(specs))
-        # Two batch tasks in flight: the backend's limiter caps its calls, so the next batch runs
-        # while the previous one is validated and written. Results are taken in batch order.
-        pending: list = []
-        for spec in specs:
-            pending.append((spec, inference_batch.submit(backend, spec, str(data.root),
-                                                         params.study.emotions)))
-            if len(pending) == 2:
-                calls += _batch_calls(*pending.pop(0), context)
-        while pending:
-            calls += _batch_calls(*pending.pop(0), context)
-        logger.info("%s: %s done", context, item.label)
-    return calls
-
-
-def _run_image_major(items: list[WorkItem], backends: _Backends, params: Params, data: DataPaths,
-                     store: PredictionStore, context: str) -> int:
-    """First, conditions that share a first turn (image + emotion question) run image-major, one
-    task per (model, stimulus batch): the image is encoded and prefilled once per image and model
-    (mlx) and consecutive requests share the image prefix (Ollama's prompt cache). Each condition
-    is stored as its own batch; the per-batch tasks afterwards find them stored."""
-    from emoface.inference.shared import group_image_major
-
-    specs = []
-    for item in items:
-        if item.kind != "predictions" or item.condition.protocol == "text_only":
-            continue
-        backend = backends.get(item.model_id, item.stimulus_set)
-        if isinstance(backend, ClusterModel):  # on a cluster, batches go to the workers one by one
-            continue
-        specs += plan_condition(backend, backends.stimuli(item.stimulus_set), item.condition,
-                                item.condition.options(params.inference), store,
-                                batch_size=params.inference.batch_size)
+        (remote if isinstance(backend, ClusterModel) else local).append((backend, specs))
     calls = 0
-    for group in group_image_major(specs, params.study.emotions):
-        if len(group) < 2 or all(store.is_done(s.folder, s.index, s.key) for s in group):
-            continue
-        first = group[0]
-        label = f"{first.model_id} | {len(group)} conditions | {first.stimulus_set} b{first.index}"
-        todo = [s for s in group if not store.is_done(s.folder, s.index, s.key)]
-        monitor.expect(len(todo))
-        future = inference_group.submit(backends.get(first.model_id, first.stimulus_set), group,
-                                        str(data.root), params.study.emotions, label)
-        calls += _batch_calls(first, future, context, log=False)
-        for s in todo:  # each condition was stored as its own batch
-            monitor.finished(_label(s), store.batch_file(s.folder, s.index, "parquet"))
+    if remote:  # computed on the workers, committed here
+        calls += _run_cluster().run_units(
+            plan_units(remote, store, params.study.emotions, image_major=False), store,
+            params.inference, params.study.emotions, context)
+    units = plan_units(local, store, params.study.emotions)
+    if units:
+        calls += _schedule_here(units, store, PrefectExecutor(str(data.root),
+                                                              params.study.emotions, context))
     return calls
 
 
-def _label(spec) -> str:
-    return (f"{spec.model_id} | {spec.condition.condition_id} | {spec.stimulus_set} "
-            f"b{spec.index:04d}")
-
-
-def _batch_calls(spec, future, context: str, log: bool = True) -> int:
-    """Calls a finished batch task made; a failed one raises saying where and how to resume.
-    A batch that made calls gets one log line (calls, attempts, retries, latency, tokens) and
-    moves its subflow's progress artifact."""
-    future.wait()
-    state = future.state
-    if state.is_failed():
-        try:
-            state.result()
-        except Exception as err:  # noqa: BLE001 - re-raised with where it happened
-            raise RunFailure(
-                f"{context}: batch b{spec.index:04d} of {spec.model_id} / "
-                f"{spec.condition.condition_id} [{spec.stimulus_set}] failed: {err}. "
-                "Fix the cause and run the same command again: finished batches are "
-                "kept and only the missing ones run.") from err
-    out = state.result() or {}
-    if log:
-        monitor.finished(_label(spec), PredictionStore.batch_file(spec.folder, spec.index, "parquet")
-                         if out.get("calls") else None, out.get("wall_s"))
-    return out.get("calls", 0)
-
-
-class _ClusterPlan:
-    """The batches of a plan that the cluster can run before any subflow (Ollama/MLX predictions
-    whose stimulus set is present), deduplicated, in plan order. A text-only condition that gives
-    the model its own baseline labels waits until every batch of that baseline is committed; it
-    then joins the queue (:meth:`ready`)."""
+class _PlanWork:
+    """The prediction batches of the whole plan that can run before any subflow (their stimulus
+    set is present), deduplicated, in plan order, as the scheduler's units. A text-only
+    condition that gives the model its own baseline labels waits until every batch of that
+    baseline is committed; it then joins the queue (:meth:`ready`)."""
 
     def __init__(self, items: list[WorkItem], backends: _Backends, params: Params,
                  data: DataPaths) -> None:
         self.backends, self.params, self.data = backends, params, data
         self.store = PredictionStore(data.root)
-        self.work: list[tuple[ClusterModel, object]] = []
+        self.committed: set[str] = set()
         self.waiting: list[tuple[WorkItem, set[str]]] = []  # (item, baseline keys it needs)
         planned: dict[tuple, list] = {}
-        for item in dict((i.key, i) for i in items
-                         if i.kind == "predictions" and cluster_backend(i.model_id)
+        work = []
+        for item in dict((i.key, i) for i in items if i.kind == "predictions"
                          and data.stimulus_set(i.stimulus_set).manifest.exists()).values():
             if item.condition.label_source == "baseline":
                 base = planned.get(("predictions", item.stimulus_set, item.model_id,
@@ -257,9 +205,9 @@ class _ClusterPlan:
                     self.waiting.append((item, {s.key for s in base if not self.store.is_done(
                         s.folder, s.index, s.key)}))
                 continue
-            specs = self._plan(item)
-            planned[item.key] = specs
-            self.work += [(self.backends.get(item.model_id, item.stimulus_set), s) for s in specs]
+            planned[item.key] = self._plan(item)
+            work.append((self.backends.get(item.model_id, item.stimulus_set), planned[item.key]))
+        self.units = self._units(work) + self.ready()  # + those whose baseline was complete
 
     def _plan(self, item: WorkItem) -> list:
         backend = self.backends.get(item.model_id, item.stimulus_set)
@@ -270,44 +218,82 @@ class _ClusterPlan:
                               item.condition.options(self.params.inference), self.store,
                               batch_size=self.params.inference.batch_size, labels=labels)
 
-    def ready(self, committed: set[str]) -> list[tuple[ClusterModel, object]]:
-        """Waiting conditions whose baseline is now complete: every batch of it that was missing
-        when planned is among the ``committed`` keys."""
+    def _units(self, work: list) -> list[Unit]:
+        """Image-major units in this process; one batch per unit on the cluster."""
+        emotions = self.params.study.emotions
+        remote = [(b, s) for b, s in work if isinstance(b, ClusterModel)]
+        local = [(b, s) for b, s in work if not isinstance(b, ClusterModel)]
+        return (plan_units(remote, self.store, emotions, image_major=False)
+                + plan_units(local, self.store, emotions))
+
+    def ready(self, finished: Unit | None = None) -> list[Unit]:
+        """After ``finished`` was committed: the waiting conditions whose baseline is now
+        complete (every batch of it that was missing when planned is committed)."""
+        if finished is not None:
+            self.committed.update(s.key for s in finished.specs)
         out = []
         for entry in list(self.waiting):
             item, needs = entry
-            if needs <= committed:
+            if needs <= self.committed:
                 self.waiting.remove(entry)
-                backend = self.backends.get(item.model_id, item.stimulus_set)
-                out += [(backend, s) for s in self._plan(item)
-                        if not self.store.is_done(s.folder, s.index, s.key)]
-        return out
+                out.append((self.backends.get(item.model_id, item.stimulus_set),
+                            self._plan(item)))
+        return self._units(out) if out else []
 
 
-@flow(name="cluster-inference", flow_run_name="cluster inference | {models_label}")
-def cluster_flow(items: list[WorkItem], params: Params, data_root: str, models_label: str) -> int:
-    """Every Ollama/MLX batch of the plan through one window on the cluster, so no worker idles
-    while an ablation's last batches finish or the next one is planned. The baseline and ablation
-    subflows that follow find these batches stored and run only what is left (other backends,
-    hidden states, a set built later). A batch that fails here is not final: the subflow of the
-    ablation that needs it runs it again and reports it there."""
+@flow(name="inference", flow_run_name="inference | {models_label}")
+def inference_flow(items: list[WorkItem], params: Params, data_root: str, models_label: str) -> int:
+    """Every prediction batch of the plan through one window, so the server never idles while
+    an ablation's last batches finish or the next one is planned: in this process as Prefect
+    tasks, and Ollama/MLX batches on the cluster with ``--dask``. The baseline and ablation
+    subflows that follow find these batches stored and run only what is left (hidden states, a
+    set built later). A batch that fails here is not final: the subflow of the ablation that
+    needs it runs it again and reports it there."""
     logger = get_run_logger()
     data = DataPaths(Path(data_root))
-    cluster = _run_cluster()
-    before = cluster.calls
+    store = PredictionStore(data.root)
+    here = PrefectExecutor(data_root, params.study.emotions, "inference")
+    calls = 0  # on the cluster; here.calls: in this process (each counted once committed)
     try:
-        plan = _ClusterPlan(items, _run_backends(), params, data)
-        with monitor.subflow_progress("cluster inference"):
-            cluster.run_specs(plan.work, PredictionStore(data.root), params.inference,
-                              params.study.emotions, "cluster inference", more=plan.ready)
+        plan = _PlanWork(items, _run_backends(), params, data)
+        with monitor.subflow_progress("inference"):
+            remote = [u for u in plan.units if isinstance(u.backend, ClusterModel)]
+            if remote:
+                cluster = _run_cluster()
+                before = cluster.calls
+                try:
+                    cluster.run_units(remote, store, params.inference, params.study.emotions,
+                                      "inference", more=plan.ready)
+                finally:
+                    calls += cluster.calls - before
+            local = [u for u in plan.units if not isinstance(u.backend, ClusterModel)]
+            if local:
+                _schedule_here(local, store, here, more=plan.ready)
     except (ModelDigestMismatch, ClusterError):
         raise
     except Exception as err:  # noqa: BLE001 - each ablation's subflow retries and reports it
         if server_down(err):
             raise  # a server found down by its circuit breaker ends the run
-        logger.warning("cluster inference stopped (%s); each ablation now runs its own batches "
+        logger.warning("inference stopped (%s); each ablation now runs its own batches "
                        "and reports any failure", err)
-    return cluster.calls - before
+    return calls + here.calls
+
+
+def _schedule_here(units: list[Unit], store: PredictionStore, executor: PrefectExecutor,
+                   more=None) -> int:
+    """Units as Prefect tasks of this flow run, through the scheduler's window."""
+    sweep(units, store)
+    monitor.expect(sum(len(u.specs) for u in units))
+    window, room = window_for(units)
+
+    def joined(finished: Unit) -> list[Unit]:
+        new = [u for u in more(finished) if not isinstance(u.backend, ClusterModel)]
+        sweep(new, store)
+        monitor.expect(sum(len(u.specs) for u in new))
+        return new
+
+    return schedule(units, executor, window=window, room=room,
+                    more=joined if more is not None else None)
 
 
 _RUN: dict = {}  # "backends": _Backends, "cluster": Cluster (with --dask) for one flow run
@@ -378,23 +364,30 @@ def _label_run(selection: str) -> list[str]:
     return run_tags
 
 
+@contextmanager
+def _this_run(params: Params, data: DataPaths, inference: bool) -> Iterator[None]:
+    """This run's backends and (with ``--dask``) its cluster connection in ``_RUN`` for the flow
+    bodies, released however the run ends."""
+    with ExitStack() as stack:
+        _RUN["backends"] = _Backends(params, data)
+        stack.callback(lambda: _RUN.pop("backends").close())
+        if params.execution.dask and inference:
+            _RUN["cluster"] = stack.enter_context(Cluster(params.execution))
+            stack.callback(_RUN.pop, "cluster", None)
+        yield
+
+
 def _ablations(plan: Plan, params: Params, data_root: str, selection: str, inference: bool,
                analyses: bool) -> dict:
     logger = get_run_logger()
     data = DataPaths(Path(data_root))
-    _RUN["backends"] = _Backends(params, data)
     failures, summaries, by_flow = [], [], {}  # by_flow: backend calls made in each subflow
     base = baseline_items(params, plan.models)
-    cluster = Cluster(params.execution) if params.execution.dask and inference else None
-    try:
-        if cluster is not None:
-            _RUN["cluster"] = cluster.__enter__()
+    with _this_run(params, data, inference):
         if inference:
             stimuli_task(params, data_root, params.stimuli.set_name)
-            if cluster is not None:
-                every = base + [i for aid in plan.ablations for i in plan.per_ablation[aid]]
-                by_flow["cluster inference"] = cluster_flow(every, params, data_root,
-                                                            ",".join(plan.models))
+            every = base + [i for aid in plan.ablations for i in plan.per_ablation[aid]]
+            by_flow["inference"] = inference_flow(every, params, data_root, ",".join(plan.models))
             by_flow["baseline"] = baseline_flow(base, params, data_root, ",".join(plan.models))
         if analyses:
             summaries.append(analysis_task("baseline", params, data_root, plan.models, base))
@@ -415,10 +408,6 @@ def _ablations(plan: Plan, params: Params, data_root: str, selection: str, infer
             files = [str(data.stimulus_set(params.stimuli.set_name).manifest),
                      str(data.stimulus_set(params.stimuli.set_name).norms)]
             report_task(data_root, plan.ablations, files, params.analysis.alpha)
-    finally:
-        _RUN.pop("backends").close()
-        if _RUN.pop("cluster", None) is not None:
-            cluster.__exit__(None, None, None)
     result = {"calls": sum(by_flow.values()), "calls_by_flow": by_flow, "ablations": summaries,
               "failures": failures}
     if failures:

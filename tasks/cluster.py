@@ -5,8 +5,9 @@ the report; the *compute* half of each Ollama/MLX batch (:func:`compute_batch_ta
 task, retried on transient errors like the local one) runs on a worker, and the *commit* half
 (validation and the atomic write) runs here, in the flow process, which alone writes ``data/``.
 
-Distribution is Dask's: this module only keeps enough batches in flight (a window per worker) so
-every worker's server stays busy, restricts a model to workers that declared its resource
+Distribution is Dask's: this module is the scheduler's executor for the cluster
+(:mod:`emoface.inference.scheduler`, one batch per unit): it sizes the window (a few batches per
+worker) so every worker's server stays busy, restricts a model to workers that declared its resource
 (``ollama``/``mlx``, when any worker declares it) and gives up with a clear message when no
 suitable worker is present for ``execution.worker_timeout_s``. A worker that dies has its batches
 re-run by Dask elsewhere; nothing reaches the store until the flow commits a whole batch.
@@ -26,7 +27,6 @@ from emoface.backends import ModelRef, backend_timeout_s
 from emoface.backends.base import ModelInfo
 from emoface.config import ExecutionParams, InferenceParams
 from emoface.errors import EmofaceError
-from emoface.inference.engine import BatchSpec
 from emoface.inference.remote import (
     ComputedBatch,
     ModelDigestMismatch,
@@ -38,10 +38,11 @@ from emoface.inference.remote import (
     eligible_workers,
     pack_stimuli,
 )
+from emoface.inference.scheduler import Unit, schedule, sweep
 from emoface.inference.store import PredictionStore
 from tasks import monitor, progress, record
 from tasks.dask_scheduler import scheduler_info
-from tasks.inference import retry_transient_only
+from tasks.inference import BatchFailed, batch_failed, batch_label, retry_transient_only
 
 #: batches in flight per eligible worker: one computing, the next ones queued behind it so the
 #: server never idles while a finished batch travels back and is committed.
@@ -87,7 +88,7 @@ class Cluster:
         self.address = execution.dask
         self.timeout_s = execution.worker_timeout_s
         self.runner = None
-        self.calls = 0  # calls of every batch committed so far (a failed run_specs included)
+        self.calls = 0  # calls of every batch committed so far (a failed run_units included)
 
     def __enter__(self) -> Cluster:
         try:
@@ -162,91 +163,88 @@ class Cluster:
                                ) from None
         return ClusterModel(served)
 
-    def run_specs(self, work: Sequence[tuple[ClusterModel, BatchSpec]], store: PredictionStore,
+    def run_units(self, units: Sequence[Unit], store: PredictionStore,
                   inference: InferenceParams, emotions: Sequence[str], context: str,
-                  more: Callable[[set[str]], list] | None = None) -> int:
-        """Compute the missing batches of ``work`` (any models, in the order given) on the cluster
-        through one window, and commit each here; returns the calls made. ``more(committed)``,
-        asked after each commit with the keys committed so far, returns work that was waiting
-        for those batches (it joins the end of the queue)."""
-        todo = [(m, s) for m, s in work if not store.is_done(s.folder, s.index, s.key)]
-        if not todo and more is not None:
-            todo = more(set())
-        if not todo:
-            return 0
-        running: dict = {}
-        try:
-            with _api_for_workers():
-                return self._run(todo, running, store, inference, emotions, context, more)
-        finally:
-            for dask_future in running:  # a failed run leaves no work behind on the workers
-                dask_future.cancel()
+                  more: Callable[[Unit], list[Unit]] | None = None) -> int:
+        """Compute ``units`` (one batch each, any models, in the order given) on the cluster
+        through the scheduler's window and commit each here; returns the calls made.
+        ``more(finished)``, asked after each commit, returns units that were waiting for it
+        (they join the end of the queue)."""
+        executor = _DaskExecutor(self, store, inference, emotions, context)
+        sweep(units, store)
+        executor.admit(units)
+
+        def joined(finished: Unit) -> list[Unit]:
+            new = more(finished) if more is not None else []
+            sweep(new, store)
+            executor.admit(new)
+            return new
+
+        with _api_for_workers():
+            return schedule(units, executor, window=executor.window, tick=executor.tick,
+                            more=joined, poll_s=2.0)
 
 
-    def _run(self, work: list[tuple[ClusterModel, BatchSpec]], running: dict,
-             store: PredictionStore, inference: InferenceParams, emotions: Sequence[str],
-             context: str, more: Callable[[set[str]], list] | None) -> int:
-        from distributed import wait
+class _DaskExecutor:
+    """The scheduler's units on the cluster: the compute half of a batch
+    (:func:`compute_batch_task`) on a worker, the commit half here. The window is
+    :data:`IN_FLIGHT_PER_WORKER` per worker able to run any of the models; when every such
+    worker has left for ``worker_timeout_s``, the run ends saying so."""
+
+    def __init__(self, cluster: Cluster, store: PredictionStore, inference: InferenceParams,
+                 emotions: Sequence[str], context: str) -> None:
+        self.cluster, self.store, self.inference = cluster, store, inference
+        self.emotions, self.context = tuple(emotions), context
+        self.resources: dict[str, dict | None] = {}
+        self.prefect: dict = {}  # dask future -> its Prefect future
+        self.admitted = self.finished = 0
+        self.able, self.last_seen_worker = 0, time.monotonic()
+
+    def admit(self, units: Sequence[Unit]) -> None:
+        for u in units:
+            if u.first.model_id not in self.resources:
+                self.resources[u.first.model_id] = self.cluster.resources(u.first.model_id)
+        self.admitted += len(units)
+        monitor.expect(len(units))
+
+    def window(self) -> int:
+        """One scheduler call per round: the workers able to run any of the models."""
+        workers = self.cluster._workers()
+        self.able = max([eligible_workers(workers, m) for m in self.resources] or [0])
+        return max(1, self.able) * IN_FLIGHT_PER_WORKER
+
+    def tick(self) -> None:
+        if self.able:
+            self.last_seen_worker = time.monotonic()
+        elif time.monotonic() - self.last_seen_worker > self.cluster.timeout_s:
+            raise ClusterError(
+                f"{self.context}: every Dask worker able to run {', '.join(sorted(self.resources))}"
+                f" left {self.cluster.address} and none came back within "
+                f"{self.cluster.timeout_s:g} s; {self.admitted - self.finished} batch(es) not run. "
+                "Start a worker and run the same command again.")
+
+    def submit(self, unit: Unit):
         from prefect_dask.task_runners import PrefectDaskFuture
 
-        queue, committed, resources = [], set(), {}
+        spec, model = unit.first, unit.backend
+        batch = RemoteBatch(spec.model_id, self.inference, self.emotions, spec.condition,
+                            spec.options, spec.index, spec.key, pack_stimuli(spec.stimuli),
+                            spec.labels, model.info.digest, model.served.served_by)
+        dask_future = self.cluster.client.submit(
+            compute_batch_task, parameters={"batch": batch}, wait_for=None, dependencies=None,
+            return_type="state", resources=self.resources[spec.model_id])
+        fut = PrefectDaskFuture(wrapped_future=dask_future, task_run_id=dask_future.task_run_id)
+        record.launched.add(str(fut.task_run_id))
+        self.prefect[dask_future] = fut
+        return dask_future
 
-        def admit(work: list[tuple[ClusterModel, BatchSpec]]) -> None:
-            for _, spec in work:
-                if spec.model_id not in resources:
-                    resources[spec.model_id] = self.resources(spec.model_id)
-            for folder in dict.fromkeys(s.folder for _, s in work):
-                store.sweep(folder)  # what a killed run left there
-            queue.extend(work)
-            monitor.expect(len(work))
+    def cancel(self, dask_future) -> None:
+        dask_future.cancel()  # a failed run leaves no work behind on the workers
 
-        admit(work)
-        calls, last_seen_worker = 0, time.monotonic()
-        while queue or running:
-            waiting = {s.model_id for _, s in queue} or set(resources)
-            workers = self._workers()  # one scheduler call per round
-            able = max(eligible_workers(workers, m) for m in waiting)
-            window = max(1, able) * IN_FLIGHT_PER_WORKER  # per worker able to run any of them
-            while queue and len(running) < window:
-                model, spec = queue.pop(0)
-                batch = RemoteBatch(spec.model_id, inference, tuple(emotions), spec.condition,
-                                    spec.options, spec.index, spec.key, pack_stimuli(spec.stimuli),
-                                    spec.labels, model.info.digest, model.served.served_by)
-                dask_future = self.client.submit(
-                    compute_batch_task, parameters={"batch": batch}, wait_for=None,
-                    dependencies=None, return_type="state",
-                    resources=resources[spec.model_id])
-                fut = PrefectDaskFuture(wrapped_future=dask_future,
-                                        task_run_id=dask_future.task_run_id)
-                record.launched.add(str(fut.task_run_id))
-                running[dask_future] = (spec, fut)
-            try:
-                with self.client.as_current():  # the runner's client is not the process default
-                    done, _ = wait(list(running), timeout=2.0, return_when="FIRST_COMPLETED")
-            except TimeoutError:  # none finished within the poll interval
-                done = set()
-            if able:
-                last_seen_worker = time.monotonic()
-            elif time.monotonic() - last_seen_worker > self.timeout_s:
-                raise ClusterError(
-                    f"{context}: every Dask worker able to run {', '.join(sorted(waiting))} left "
-                    f"{self.address} and none came back within {self.timeout_s:g} s; "
-                    f"{len(queue) + len(running)} batch(es) not run. Start a worker and run the "
-                    "same command again.")
-            for dask_future in done:
-                spec, fut = running.pop(dask_future)
-                made = self._commit(spec, fut, store, emotions, context)
-                calls += made
-                self.calls += made
-                committed.add(spec.key)
-            if done and more is not None:
-                admit(more(committed))
-        return calls
-
-    @staticmethod
-    def _commit(spec: BatchSpec, fut, store: PredictionStore, emotions: Sequence[str],
-                context: str) -> int:
+    def finish(self, unit: Unit, dask_future) -> int:
         """The commit half: take a computed batch and write it (flow process only)."""
+        spec, fut = unit.first, self.prefect.pop(dask_future)
+        self.finished += 1
         fut.wait()
         state = fut.state
         if not state.is_completed():
@@ -255,22 +253,19 @@ class Cluster:
             except ModelDigestMismatch:
                 raise
             except Exception as err:  # noqa: BLE001 - re-raised with where it happened
-                raise BatchFailed(
-                    f"{context}: batch b{spec.index:04d} of {spec.model_id} / "
-                    f"{spec.condition.condition_id} [{spec.stimulus_set}] failed on the cluster: "
-                    f"{err}. Fix the cause and run the same command again: finished batches are "
-                    "kept and only the missing ones run.") from err
-            raise BatchFailed(f"{context}: batch b{spec.index:04d} of {spec.model_id} ended "
-                              f"{state.type.value} on the cluster; run the same command again")
+                raise batch_failed(self.context, spec, err, " on the cluster") from err
+            raise BatchFailed(f"{self.context}: batch b{spec.index:04d} of {spec.model_id} "
+                              f"ended {state.type.value} on the cluster; run the same command "
+                              "again")
         computed: ComputedBatch = state.result()
         if computed.key != spec.key:  # never expected: a worker answers the batch it was given
-            raise BatchFailed(f"{context}: batch b{spec.index:04d} came back for another key")
-        store.write_batch(spec.folder, spec.index, spec.key, computed.rows, computed.records,
-                          emotions, plan_key=spec.plan_key)
+            raise BatchFailed(f"{self.context}: batch b{spec.index:04d} came back for another key")
+        self.store.write_batch(spec.folder, spec.index, spec.key, computed.rows, computed.records,
+                               self.emotions, plan_key=spec.plan_key)
+        self.cluster.calls += computed.calls
         progress.advance(len(spec.stimuli))
-        monitor.finished(f"{spec.model_id} | {spec.condition.condition_id} | {spec.stimulus_set} "
-                         f"b{spec.index:04d} (cluster)", store.batch_file(spec.folder, spec.index,
-                                                                          "parquet"))
+        monitor.finished(batch_label(spec, " (cluster)"),
+                         self.store.batch_file(spec.folder, spec.index, "parquet"))
         return computed.calls
 
 
@@ -295,7 +290,3 @@ def _api_for_workers() -> Iterator[None]:
         return
     with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
         yield
-
-
-class BatchFailed(EmofaceError):
-    """A batch failed on the cluster; the message says which and how to resume."""

@@ -24,12 +24,32 @@ from prefect.tasks import exponential_backoff
 
 from emoface import stop
 from emoface.backends.base import Backend, TransientBackendError
+from emoface.errors import EmofaceError
 from emoface.inference import batchfiles
 from emoface.inference.engine import BatchSpec, run_one_batch
+from emoface.inference.scheduler import Unit
 from emoface.inference.store import PredictionStore
 from emoface.io import sha256_file
-from tasks import progress
+from tasks import monitor, progress
 from tasks.record import HOOKS
+
+
+class BatchFailed(EmofaceError):
+    """A batch failed; the message says which and how to resume."""
+
+
+def batch_failed(context: str, spec: BatchSpec, err: BaseException, where: str = "") -> BatchFailed:
+    """The one line for a failed batch: where it happened and how to resume."""
+    return BatchFailed(
+        f"{context}: batch b{spec.index:04d} of {spec.model_id} / "
+        f"{spec.condition.condition_id} [{spec.stimulus_set}] failed{where}: {err}. "
+        "Fix the cause and run the same command again: finished batches are "
+        "kept and only the missing ones run.")
+
+
+def batch_label(spec: BatchSpec, where: str = "") -> str:
+    return (f"{spec.model_id} | {spec.condition.condition_id} | {spec.stimulus_set} "
+            f"b{spec.index:04d}{where}")
 
 
 class StoredBatchPolicy(CachePolicy):
@@ -96,5 +116,43 @@ def inference_group(backend: Backend, group: list[BatchSpec], data_root: str,
     that follow find them stored."""
     from emoface.inference.shared import run_group
 
-    calls = run_group(backend, group, PredictionStore(Path(data_root)), emotions)
+    backend.on_retry = progress.retried
+    calls = run_group(backend, group, PredictionStore(Path(data_root)), emotions,
+                      on_done=progress.advance)
     return {"batches": len(group), "calls": calls}
+
+
+class PrefectExecutor:
+    """The scheduler's units as Prefect task runs of the current flow (in this process, on its
+    task runner's threads): a batch as :func:`inference_batch`, an image-major group as
+    :func:`inference_group`. Each one finished gets a log line and moves its subflow's
+    progress; a failed one raises :class:`BatchFailed` saying where and how to resume."""
+
+    def __init__(self, data_root: str, emotions: Sequence[str], context: str) -> None:
+        self.data_root, self.emotions, self.context = data_root, tuple(emotions), context
+        self.calls = 0  # of every unit finished so far (a failed schedule included)
+
+    def submit(self, unit: Unit):
+        if len(unit.specs) == 1:
+            return inference_batch.submit(unit.backend, unit.first, self.data_root, self.emotions)
+        return inference_group.submit(unit.backend, list(unit.specs), self.data_root,
+                                      self.emotions, unit.label)
+
+    def finish(self, unit: Unit, future) -> int:
+        future.wait()
+        state = future.state
+        if state.is_failed():
+            try:
+                state.result()
+            except Exception as err:  # noqa: BLE001 - re-raised with where it happened
+                raise batch_failed(self.context, unit.first, err) from err
+        out = state.result() or {}
+        for s in unit.specs:
+            monitor.finished(batch_label(s), PredictionStore.batch_file(s.folder, s.index, "parquet")
+                             if out.get("calls") else None,
+                             out.get("wall_s") if len(unit.specs) == 1 else None)
+        self.calls += out.get("calls", 0)
+        return out.get("calls", 0)
+
+    def cancel(self, future) -> None:
+        future.wrapped_future.cancel()  # not started yet: never starts

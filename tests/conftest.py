@@ -25,6 +25,21 @@ def small_params() -> Params:
     return Params(stimuli=StimuliParams(identities_per_cell=2))
 
 
+@pytest.fixture
+def simulated_store(tmp_path):
+    """48 stimuli and one simulated model's baseline, stored: (params, data paths)."""
+    from emoface.config import ModelsParams
+    from emoface.inference.service import run_condition_for
+    from emoface.paths import DataPaths
+
+    p = Params(stimuli=StimuliParams(identities_per_cell=2),
+               models=ModelsParams(study=("simulated/gemma3-4b",), fer=()))
+    data = DataPaths(tmp_path / "data")
+    generate_stimulus_set(p.study, p.stimuli, data.stimulus_set("embedded"))
+    run_condition_for(p, data, "simulated/gemma3-4b", protocol="context_carry")
+    return p, data
+
+
 @pytest.fixture(scope="session")
 def small_set(tmp_path_factory, small_params) -> StimulusSetPaths:
     out = StimulusSetPaths(tmp_path_factory.mktemp("stimuli") / "small")

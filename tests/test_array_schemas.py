@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from emoface.errors import DataError
-from emoface.inference.engine import plan_condition, run_specs
+from emoface.inference.engine import plan_condition
+from emoface.inference.scheduler import run_specs
 from emoface.inference.store import HiddenStateStore, PredictionStore
 from schemas.arrays import validate_hidden, validate_logits
 

@@ -112,7 +112,8 @@ class Backend(ABC):
 
     #: how many conversations may run at once against this backend
     max_concurrency: int = 1
-    #: threads per slot a batch may use: > 1 where a conversation can sleep in a retry backoff
+    #: threads per slot of the backend's conversation pool (every batch in flight shares it): > 1
+    #: where a conversation can sleep in a retry backoff
     #: without its slot (:meth:`backoff_sleep`), so the others keep the server busy meanwhile
     threads_per_slot: int = 1
     #: called once per request that must be sent again (a failed request, or an answered turn of

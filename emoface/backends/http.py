@@ -42,6 +42,11 @@ from emoface.backends.base import (
 BREAKER_FAILURES = 16  # consecutive failed requests ...
 BREAKER_SECONDS = 3.0  # ... spanning at least this long open the breaker
 BREAKER_HOLD_S = 60.0  # an open breaker lets requests through again after this long
+#: conversation threads per slot of ``max_concurrency`` (``Backend.threads_per_slot``): a
+#: conversation sleeping in a backoff (about 1-30 x ``backoff_s``) leaves its slot, and at 30 %
+#: faults with a 1 s backoff a conversation spends about 20 times longer waiting than being
+#: answered, so about that many threads per slot keep every slot busy meanwhile
+THREADS_PER_SLOT = 32
 PREFLIGHT_TIMEOUT_S = 10.0  # a preflight's requests: one try each, at most this long
 RETRY_AFTER_MAX_S = 120.0  # a Retry-After longer than this is capped (a wait, not a stall)
 

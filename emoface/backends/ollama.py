@@ -36,7 +36,13 @@ from emoface.backends.base import (
     TransientBackendError,
     TurnResult,
 )
-from emoface.backends.http import PREFLIGHT_TIMEOUT_S, HttpRetries, breaker_for, preflight_errors
+from emoface.backends.http import (
+    PREFLIGHT_TIMEOUT_S,
+    THREADS_PER_SLOT,
+    HttpRetries,
+    breaker_for,
+    preflight_errors,
+)
 from emoface.prompts import Turn
 
 _TRANSIENT_HTTPX = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
@@ -49,7 +55,7 @@ def _quantization(details: object) -> str:
 
 
 class OllamaBackend(Backend):
-    threads_per_slot = 8  # conversations sleeping in a backoff leave their slot to others
+    threads_per_slot = THREADS_PER_SLOT  # conversations in a backoff leave their slot to others
 
     def __init__(self, model: str, *, host: str | None, concurrency: int, timeout_s: float,
                  retries: int, backoff_s: float) -> None:

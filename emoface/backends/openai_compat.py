@@ -57,6 +57,7 @@ from emoface.backends.base import (
 )
 from emoface.backends.http import (
     PREFLIGHT_TIMEOUT_S,
+    THREADS_PER_SLOT,
     HttpRetries,
     RateLimited,
     breaker_for,
@@ -98,7 +99,7 @@ class ServerInfo:
 
 
 class OpenAICompatBackend(Backend):
-    threads_per_slot = 8  # conversations sleeping in a backoff leave their slot to others
+    threads_per_slot = THREADS_PER_SLOT  # conversations in a backoff leave their slot to others
 
     def __init__(self, model: str, *, base_url: str | None, concurrency: int, timeout_s: float,
                  retries: int, backoff_s: float, top_logprobs: int = MAX_TOP_LOGPROBS) -> None:

@@ -1,14 +1,13 @@
 """Running one condition for one model over a stimulus set, batch by batch, resumably.
 
-This is the library form (no Prefect); ``tasks/inference.py`` wraps :func:`run_one_batch` as a
-cached, retried Prefect task and the flows call it per batch.
+This is the library form (no Prefect): planning and one batch. :mod:`emoface.inference.scheduler`
+keeps batches in flight (in process, as Prefect tasks from ``tasks/inference.py``, or on Dask).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,9 +80,11 @@ def plan_condition(
     *,
     batch_size: int,
     labels: Mapping[str, str] | None = None,
+    record: bool = True,
 ) -> list[BatchSpec]:
-    """Split a (condition, model) into batches with their content keys, and record those keys
-    as the folder's current batches (readers read exactly these; others are stale)."""
+    """Split a (condition, model) into batches with their content keys, and (``record``) record
+    those keys as the folder's current batches (readers read exactly these; others are stale).
+    A check ("anything to do?") plans with ``record=False``: it writes nothing."""
     from emoface.results.imported import imported_keys
 
     info = backend.info
@@ -97,7 +98,8 @@ def plan_condition(
         chunk_labels = {s.stimulus_id: labels[s.stimulus_id] for s in chunk} if labels else None
         specs.append(BatchSpec(stimulus_set.paths.root.name, condition.work(), info.model_id, i,
                                key, tuple(chunk), options, chunk_labels, folder, pk))
-    store.set_current(folder, [s.key for s in specs])
+    if record:
+        store.set_current(folder, [s.key for s in specs])
     return specs
 
 
@@ -126,40 +128,6 @@ def run_one_batch(backend: Backend, spec: BatchSpec, store: PredictionStore,
     return sum(r["n_calls"] for r in rows)
 
 
-def run_condition(
-    backend: Backend,
-    stimulus_set: StimulusSet,
-    condition: Condition,
-    options: GenerationOptions,
-    store: PredictionStore,
-    emotions: Sequence[str],
-    *,
-    batch_size: int,
-    labels: Mapping[str, str] | None = None,
-    on_done: Callable[[int], None] | None = None,
-) -> tuple[pl.DataFrame, int]:
-    """Run every missing batch; return all rows (validated) and the backend calls made."""
-    specs = plan_condition(backend, stimulus_set, condition, options, store,
-                           batch_size=batch_size, labels=labels)
-    calls = run_specs(backend, specs, store, emotions, on_done)
-    return store.read(specs[0].folder, emotions, n_batches=len(specs)), calls
-
-
-def run_specs(backend: Backend, specs: Sequence[BatchSpec], store: PredictionStore,
-              emotions: Sequence[str], on_done: Callable[[int], None] | None = None) -> int:
-    """Run the batches of one (condition, model) that are not stored yet; returns the calls made.
-
-    Leftover temporary files of a killed writer are swept first. Two batches are in progress at a
-    time (the backend's limiter caps the calls in flight), so the backend stays busy while a
-    finished batch is validated and written.
-    """
-    if not specs:
-        return 0
-    store.sweep(specs[0].folder)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return sum(pool.map(lambda s: run_one_batch(backend, s, store, emotions, on_done), specs))
-
-
 @dataclass(frozen=True)
 class HiddenPlan:
     """The hidden-state batches of one model over one stimulus set, with their keys."""
@@ -173,8 +141,10 @@ class HiddenPlan:
 
 
 def plan_hidden_states(backend: Backend, stimulus_set: StimulusSet, store: HiddenStateStore,
-                       emotions: Sequence[str], *, batch_size: int) -> HiddenPlan:
-    """Split A9's extraction into batches and record their keys as the folder's current ones."""
+                       emotions: Sequence[str], *, batch_size: int,
+                       record: bool = True) -> HiddenPlan:
+    """Split the hidden-state extraction into batches and (``record``) record their keys as the
+    folder's current ones (a check plans with ``record=False`` and writes nothing)."""
     info = backend.info
     prompt = EMOTION_QUESTION.format(emotions=", ".join(emotions))
     stims = stimulus_inputs(stimulus_set)
@@ -183,7 +153,8 @@ def plan_hidden_states(backend: Backend, stimulus_set: StimulusSet, store: Hidde
     plan = HiddenPlan(store.model_dir(stimulus_set.paths.root.name, info.model_id), prompt,
                       tuple(stims), chunks, plans,
                       tuple(key_with_digest(pk, info.digest) for pk in plans))
-    store.set_current(plan.folder, plan.keys)
+    if record:
+        store.set_current(plan.folder, plan.keys)
     return plan
 
 

@@ -1,6 +1,7 @@
 """Rating stimuli under a condition: conversations -> parsed prediction rows + logit records.
 
-Conversations run concurrently up to the backend's ``max_concurrency`` (a thread pool: backend calls
+Conversations run concurrently up to the backend's ``max_concurrency`` on the backend's
+:func:`conversation_pool`, which every batch in flight against that backend shares (backend calls
 are I/O-bound for servers; the mlx backend runs one at a time). Rows come back in input order.
 
 A conversation whose call ran out of its retries is asked again after the rest of the batch
@@ -16,7 +17,9 @@ import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +45,67 @@ _FINISHED: dict[tuple[str, str], dict[str, tuple[dict, list]]] = {}
 _FINISHED_LOCK = threading.Lock()
 # a conversation whose call ran out of retries is asked again once the rest of the batch is done
 ROUNDS = 2
+#: threads of one backend's conversation pool at most (``max_concurrency x threads_per_slot``)
+MAX_CONVERSATION_THREADS = 512
+
+
+class ConversationPool:
+    """The threads that run one backend's conversations, shared by every batch in flight, so a
+    conversation sleeping in a retry backoff (its slot left to others) leaves a thread to a
+    conversation of the same or of another batch. ``backlog``: conversations not started yet.
+    Its threads end whenever no conversation is in flight (none outlives the work)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._queued = 0
+        self._active = 0
+
+    @property
+    def backlog(self) -> int:
+        return self._queued
+
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list:
+        """``fn`` over ``items`` on the pool; results in input order."""
+
+        def run(item: Any) -> Any:
+            with self._lock:
+                self._queued -= 1
+            try:
+                return fn(item)
+            finally:
+                with self._lock:
+                    self._active -= 1
+                    if self._active == 0 and self._pool is not None:
+                        self._pool.shutdown(wait=False)
+                        self._pool = None
+
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.size,
+                                                thread_name_prefix="conversation")
+            self._queued += len(items)
+            self._active += len(items)
+            futures = [self._pool.submit(run, i) for i in items]
+        return [f.result() for f in futures]
+
+
+_POOLS_LOCK = threading.Lock()
+
+
+def conversation_pool(backend: Backend) -> ConversationPool | None:
+    """The backend's conversation pool (made on first use, kept with the backend), or None when
+    it runs one conversation at a time (then in the calling thread)."""
+    size = min(MAX_CONVERSATION_THREADS,
+               max(1, backend.max_concurrency) * max(1, backend.threads_per_slot))
+    if size <= 1:
+        return None
+    with _POOLS_LOCK:
+        pool = backend.__dict__.get("_conversation_pool")
+        if pool is None:
+            pool = backend.__dict__["_conversation_pool"] = ConversationPool(size)
+    return pool
 
 
 @dataclass(frozen=True)
@@ -92,8 +156,12 @@ def rate_stimulus(
     options: GenerationOptions,
     *,
     label: str | None = None,
+    slot: Callable[[], AbstractContextManager] | None = None,
 ) -> tuple[dict, list[LogitRecord]]:
-    """Run every conversation one stimulus needs and parse the answers into one row."""
+    """Run every conversation one stimulus needs and parse the answers into one row.
+
+    ``slot`` (the backend's :meth:`~Backend.slot`) is held for each conversation's calls only,
+    not while its answers are parsed, so the server gets the next conversation meanwhile."""
     parsed: dict[str, Parsed] = {}
     raw: list[dict] = []
     turns_done: list[TurnResult] = []
@@ -107,7 +175,8 @@ def rate_stimulus(
         stop.check()  # an interrupted run starts no new conversation
         image_stim = stimulus if any(t.with_image for t in conv) else None
         schema = single_shot_schema() if conv[0].field == "json" else None
-        results = backend.converse(image_stim, conv, options, json_schema=schema)
+        with slot() if slot is not None else nullcontext():
+            results = backend.converse(image_stim, conv, options, json_schema=schema)
         for turn, res in zip(conv, results, strict=True):
             raw.append({"field": turn.field, "text": res.text})
             turns_done.append(res)
@@ -180,8 +249,8 @@ def run_batch(
             return finished[stim.stimulus_id]  # counted by the progress bar the first time
         label = labels[stim.stimulus_id] if labels is not None else None
         try:
-            with backend.slot():
-                out = rate_stimulus(backend, info, stim, condition, emotions, options, label=label)
+            out = rate_stimulus(backend, info, stim, condition, emotions, options, label=label,
+                                slot=backend.slot)
         except TransientBackendError as err:
             return err  # asked again in the next round, after the others are done
         finished[stim.stimulus_id] = out
@@ -189,15 +258,11 @@ def run_batch(
             on_done(1)
         return out
 
-    workers = max(1, min(backend.max_concurrency * backend.threads_per_slot, len(stimuli)))
+    pool = conversation_pool(backend)
     results: list = []
     for _ in range(ROUNDS):
         todo = [s for s in stimuli if s.stimulus_id not in finished]
-        if workers == 1 or len(todo) <= 1:
-            results = [one(s) for s in todo]
-        else:
-            with ThreadPoolExecutor(max_workers=min(workers, len(todo))) as pool:
-                results = list(pool.map(one, todo))
+        results = [one(s) for s in todo] if pool is None or len(todo) <= 1 else pool.map(one, todo)
         if all(s.stimulus_id in finished for s in stimuli):
             break
     failed = [r for r in results if isinstance(r, TransientBackendError)]

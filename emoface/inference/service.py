@@ -9,23 +9,17 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from emoface.ablations.base import BASELINE
 from emoface.backends import make_backend
 from emoface.config import Params
 from emoface.errors import ConfigError, DataError
 from emoface.inference.conditions import Condition
-from emoface.inference.engine import (
-    baseline_labels,
-    intended_labels,
-    pending_specs,
-    plan_condition,
-    run_specs,
-)
+from emoface.inference.engine import baseline_labels, intended_labels, plan_condition
 from emoface.inference.preflight import preflight
+from emoface.inference.scheduler import plan_units, run_units
 from emoface.inference.store import PredictionStore
 from emoface.paths import DataPaths
 from emoface.stimuli.store import StimulusSet, load_stimulus_set
-
-BASELINE = Condition()
 
 
 def resolve_labels(condition: Condition, stimulus_set: StimulusSet, store: PredictionStore,
@@ -63,18 +57,18 @@ def run_condition_for(params: Params, data: DataPaths, model_id: str, *, protoco
     labels = resolve_labels(condition, ss, store, backend.info.model_id, emotions)
     specs = plan_condition(backend, ss, condition, condition.options(params.inference), store,
                            batch_size=params.inference.batch_size, labels=labels)
-    todo = pending_specs(specs, store)
-    if progress and todo:
+    units = plan_units([(backend, specs)], store, emotions, image_major=False)
+    if progress and units:
         from rich.progress import Progress
 
         with Progress(transient=True) as bar:
             task = bar.add_task(f"{model_id} {condition.condition_id}",
-                                total=sum(len(s.stimuli) for s in todo))
-            calls = run_specs(backend, todo, store, emotions, lambda n: bar.advance(task, n))
+                                total=sum(len(u.first.stimuli) for u in units))
+            calls = run_units(units, store, emotions, lambda n: bar.advance(task, n))
     else:
-        calls = run_specs(backend, todo, store, emotions)
+        calls = run_units(units, store, emotions)
     rows = store.read(specs[0].folder, emotions, n_batches=len(specs))
     backend.close()
     return {"model_id": backend.info.model_id, "condition_id": condition.condition_id,
-            "batches": len(specs), "batches_run": len(todo), "calls": calls, "rows": rows.height,
+            "batches": len(specs), "batches_run": len(units), "calls": calls, "rows": rows.height,
             "folder": str(specs[0].folder)}

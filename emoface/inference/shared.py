@@ -19,11 +19,16 @@ within a stimulus the conditions in the order given.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from emoface.backends.base import Backend, TransientBackendError
 from emoface.inference.engine import BatchSpec
-from emoface.inference.runner import _FINISHED, _FINISHED_LOCK, ROUNDS, rate_stimulus
+from emoface.inference.runner import (
+    _FINISHED,
+    _FINISHED_LOCK,
+    ROUNDS,
+    conversation_pool,
+    rate_stimulus,
+)
 from emoface.inference.store import PredictionStore
 from emoface.prompts import conversations
 
@@ -63,38 +68,37 @@ def run_group(backend: Backend, group: Sequence[BatchSpec], store: PredictionSto
         finished = _FINISHED.setdefault((info.model_id, tuple(s.key for s in pending)), {})
 
     def one_stimulus(i: int) -> TransientBackendError | None:
-        """Stimulus i under every pending condition, back to back (the shared first turn stays
-        hot in the backend's cache). A conversation that ran out of its retries is left for the
-        next round; the conditions after it still run."""
+        """Stimulus i under every pending condition, back to back in one slot (the shared first
+        turn stays hot in the backend's or the server's cache; a backoff still leaves the slot
+        to others). A conversation that ran out of its retries is left for the next round; the
+        conditions after it still run."""
         failed = None
-        for s in pending:
-            stim = s.stimuli[i]
-            if (s.key, stim.stimulus_id) in finished:
-                continue
-            label = s.labels[stim.stimulus_id] if s.labels is not None else None
-            try:
-                with backend.limiter:
+        with backend.slot():
+            for s in pending:
+                stim = s.stimuli[i]
+                if (s.key, stim.stimulus_id) in finished:
+                    continue
+                label = s.labels[stim.stimulus_id] if s.labels is not None else None
+                try:
                     out = rate_stimulus(backend, info, stim, s.condition, emotions, s.options,
                                         label=label)
-            except TransientBackendError as err:
-                failed = err
-                continue
-            finished[(s.key, stim.stimulus_id)] = out
-            if on_done is not None:
-                on_done(1)
+                except TransientBackendError as err:
+                    failed = err
+                    continue
+                finished[(s.key, stim.stimulus_id)] = out
+                if on_done is not None:
+                    on_done(1)
         return failed
 
     n = len(pending[0].stimuli)
-    workers = max(1, min(backend.max_concurrency, n))
+    pool = conversation_pool(backend)
     errors: list = []
     for _ in range(ROUNDS):
         todo = [i for i in range(n) if any((s.key, s.stimuli[i].stimulus_id) not in finished
                                            for s in pending)]
-        if workers == 1 or len(todo) <= 1:
-            errors = [one_stimulus(i) for i in todo]
-        else:  # servers: several stimuli in flight, each one's conditions in order
-            with ThreadPoolExecutor(max_workers=min(workers, len(todo))) as pool:
-                errors = list(pool.map(one_stimulus, todo))
+        # servers: several stimuli in flight on the backend's pool, each one's conditions in order
+        errors = ([one_stimulus(i) for i in todo] if pool is None or len(todo) <= 1
+                  else pool.map(one_stimulus, todo))
         if not any(errors):
             break
     failed = [e for e in errors if e is not None]
@@ -113,9 +117,3 @@ def run_group(backend: Backend, group: Sequence[BatchSpec], store: PredictionSto
         calls += sum(r["n_calls"] for r in rows)
     return calls
 
-
-def run_image_major(backend: Backend, specs: Sequence[BatchSpec], store: PredictionStore,
-                    emotions: Sequence[str], on_done: Callable[[int], None] | None = None) -> int:
-    """Every spec, grouped image-major; returns the calls made."""
-    return sum(run_group(backend, g, store, emotions, on_done)
-               for g in group_image_major(specs, emotions))

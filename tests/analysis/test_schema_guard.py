@@ -7,22 +7,14 @@ import pytest
 
 from emoface.ablations import run_analysis
 from emoface.analysis.context import AnalysisContext
-from emoface.config import ModelsParams, Params, StimuliParams
 from emoface.errors import DataError
-from emoface.inference.service import run_condition_for
-from emoface.paths import DataPaths
-from emoface.stimuli.generate import generate_stimulus_set
 
 MODEL = "simulated/gemma3-4b"
 
 
 @pytest.fixture
-def stored(tmp_path):
-    p = Params(stimuli=StimuliParams(identities_per_cell=2),
-               models=ModelsParams(study=(MODEL,), fer=()))
-    data = DataPaths(tmp_path / "data")
-    generate_stimulus_set(p.study, p.stimuli, data.stimulus_set("embedded"))
-    run_condition_for(p, data, MODEL, protocol="context_carry")
+def stored(simulated_store):
+    p, data = simulated_store
     return p, data, next(iter((data.root / "predictions").rglob("b0000.parquet")))
 
 

@@ -13,8 +13,9 @@ pytestmark = pytest.mark.mlx
 from emoface.backends.mlx import MlxBackend  # noqa: E402
 from emoface.config import InferenceParams  # noqa: E402
 from emoface.inference.conditions import Condition  # noqa: E402
-from emoface.inference.engine import plan_condition, run_specs  # noqa: E402
-from emoface.inference.shared import group_image_major, run_image_major  # noqa: E402
+from emoface.inference.engine import plan_condition  # noqa: E402
+from emoface.inference.scheduler import run_image_major, run_specs  # noqa: E402
+from emoface.inference.shared import group_image_major  # noqa: E402
 from emoface.inference.store import PredictionStore  # noqa: E402
 from emoface.stimuli.store import load_stimulus_set  # noqa: E402
 from tests.mlx_tiny import build_tiny_gemma3  # noqa: E402

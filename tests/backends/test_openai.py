@@ -14,8 +14,9 @@ from emoface.backends import make_backend
 from emoface.backends.base import PermanentBackendError, TransientBackendError
 from emoface.config import InferenceParams, OpenAIParams
 from emoface.inference.conditions import Condition
-from emoface.inference.engine import run_condition, stimulus_inputs
+from emoface.inference.engine import stimulus_inputs
 from emoface.inference.runner import rate_stimulus
+from emoface.inference.scheduler import run_condition
 from emoface.inference.store import PredictionStore
 from emoface.prompts import conversations
 from emoface.stimuli.store import load_stimulus_set
@@ -289,8 +290,8 @@ def test_image_major_asks_a_conversation_that_ran_out_of_retries_again(stimuli, 
     """Image-major (the flow's schedule for conditions sharing a first turn): one conversation
     fails on every attempt of its second turn in round one; the group asks it again after the
     rest and stores the rows of the condition-at-a-time run."""
-    from emoface.inference.engine import plan_condition, run_specs
-    from emoface.inference.shared import run_image_major
+    from emoface.inference.engine import plan_condition
+    from emoface.inference.scheduler import run_image_major, run_specs
 
     conditions = [Condition(), Condition(temperature=0.7, repeat=1),
                   Condition(temperature=0.7, repeat=2)]

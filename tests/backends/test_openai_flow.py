@@ -56,8 +56,10 @@ def clean(tmp_path_factory):
 
 def test_priority_1_end_to_end(clean):
     server, params, tmp, out = clean
-    # baseline 48 x 3 turns + the FER classifier's 48, A1 48 x 2, A2 48 x 1
-    assert out["ok"] and out["calls_by_flow"] == {"baseline": 192, "A1": 96, "A2": 48}
+    # all in the plan-wide inference subflow: baseline 48 x 3 turns + the FER classifier's 48,
+    # A1 48 x 2, A2 48 x 1; the subflows after it find every batch stored
+    assert out["ok"] and out["calls_by_flow"] == {"inference": 192 + 96 + 48, "baseline": 0,
+                                                  "A1": 0, "A2": 0}
     assert MODEL in (tmp / "clean/results/report.md").read_text()
     rows = _rows(tmp / "clean")
     assert rows.height == 3 * 48 and set(rows["served_by"]) == {server.base_url}

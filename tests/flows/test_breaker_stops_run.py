@@ -28,5 +28,6 @@ def test_an_always_failing_server_ends_the_flow_without_any_retry_after_the_trip
     # a batch retried after the trip would send more
     tripped = int(re.search(r"the last (\d+) requests all failed", error).group(1))
     assert tripped <= sent <= tripped + 4, (tripped, sent)
-    assert not (tmp_path / "data" / "predictions").exists() or not any(
-        (tmp_path / "data" / "predictions").rglob("b*.json"))
+    # no batch of the model on that server was committed (the FER classifier needs no server:
+    # its batches share the window and may be)
+    assert not any((tmp_path / "data" / "predictions").rglob("ollama_*/b*.json"))

@@ -120,7 +120,7 @@ def test_two_workers_two_servers_same_rows_as_one_process(tmp_path):
 
 def test_every_ablation_shares_one_cluster_queue_and_dependent_work_waits(tmp_path):
     """A1 (text-only with the model's own baseline labels) and A2 (single-shot): all of their
-    Ollama batches run in the one cluster stage, none in the per-ablation subflows, and the
+    Ollama batches run in the one inference stage, none in the per-ablation subflows, and the
     text-only batches are sent only after every baseline batch is committed."""
     params, data = _project(tmp_path / "p")
     with FakeOllama(latency_s=0.02) as a, FakeOllama(latency_s=0.02) as b, \
@@ -128,9 +128,9 @@ def test_every_ablation_shares_one_cluster_queue_and_dependent_work_waits(tmp_pa
         rc, out, err = run_flow(tmp_path, params, data, "--dask", address, only="A1,A2")
         requests = a.chat_requests() + b.chat_requests()
     assert rc == 0, err[-4000:]
-    # baseline 3 calls, text-only 2, single-shot 1 per stimulus; the FER classifier (48) runs in
-    # the flow process, in the baseline subflow
-    assert out["calls_by_flow"] == {"cluster inference": 48 * (3 + 2 + 1), "baseline": 48,
+    # baseline 3 calls, text-only 2, single-shot 1 per stimulus on the cluster; the FER
+    # classifier (48) in the flow process, in the same inference subflow
+    assert out["calls_by_flow"] == {"inference": 48 * (3 + 2 + 1) + 48, "baseline": 0,
                                     "A1": 0, "A2": 0}, out
     assert len(requests) == 48 * 6
     with_image = [r["_t"] for r in requests if any(m.get("images") for m in r["messages"])]
@@ -168,7 +168,7 @@ def test_resources_keep_ollama_batches_on_the_workers_that_declare_them(tmp_path
 def test_workers_report_their_task_runs_to_the_server_in_prefect_api_url(prefect_server,
                                                                          tmp_path):
     """README: with PREFECT_API_URL set for the flow and every worker, the workers' batch task
-    runs are recorded by that server, under the run's `cluster inference` subflow."""
+    runs are recorded by that server, under the run's `inference` subflow."""
     import httpx
 
     url, _ = prefect_server
@@ -182,7 +182,7 @@ def test_workers_report_their_task_runs_to_the_server_in_prefect_api_url(prefect
     with httpx.Client(base_url=url, timeout=30) as api:
         flow_runs = api.post("/flow_runs/filter", json={}).json()
         task_runs = api.post("/task_runs/filter", json={}).json()
-    stage = [f for f in flow_runs if f["name"].startswith("cluster inference")]
+    stage = [f for f in flow_runs if f["name"].startswith("inference")]
     assert len(stage) == 1 and stage[0]["state_type"] == "COMPLETED", flow_runs
     remote = [t for t in task_runs if " | remote b" in t["name"]]
     assert len(remote) == 48 // BATCH  # A5's Ollama work is the baseline: 6 batches
