@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from emoface.config import load_params
-from emoface.errors import EmofaceError
+from emoface.errors import ConfigError, EmofaceError
 from emoface.paths import DataPaths, check_data_root
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -273,6 +273,9 @@ def power_cmd(
     = 0.02,
     replicates: Annotated[int, typer.Option(help="simulated studies per effect size")] = 200,
     curve: Annotated[bool, typer.Option("--curve", help="a table over effect sizes")] = False,
+    sizes: Annotated[str | None, typer.Option(
+        help="with --curve: a table over these identity counts (comma-separated) at --effect "
+             "instead")] = None,
     seed: Annotated[int, typer.Option(help="simulation seed")] = 1,
 ) -> None:
     """Power of an ablation's decision rule at a design: simulated studies with the effect
@@ -280,7 +283,12 @@ def power_cmd(
     from emoface.analysis.power import REGISTRY, power, power_curve
 
     try:
-        rows = (power_curve(ablation, identities, replicates=replicates, seed=seed) if curve
+        grid = [int(x) for x in sizes.split(",")] if sizes else None
+    except ValueError:
+        _fail(ConfigError(f"--sizes {sizes!r}: give identity counts like 20,60,240"))
+    try:
+        rows = (power_curve(ablation, identities, replicates=replicates, seed=seed, sizes=grid,
+                            effect=effect) if curve
                 else [power(ablation, identities, effect, replicates=replicates, seed=seed)])
     except EmofaceError as err:
         _fail(err)
