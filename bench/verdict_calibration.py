@@ -100,18 +100,24 @@ def summarise(df: pl.DataFrame) -> list[dict]:
             r[f"{rule}_ci"] = [round(lo, 4), round(hi, 4)]
             r[f"{rule}_does_not_support"] = float((col == "does_not_support").mean())
             r[f"{rule}_definition_sensitive"] = float((col == "definition_sensitive").mean())
+        if "fpr_min" in g.columns and g["fpr_min"].drop_nulls().len():
+            r["fpr_range"] = [round(float(g["fpr_min"].min()), 4),
+                              round(float(g["fpr_max"].max()), 4)]
+            r["fpr_median"] = [round(float(g["fpr_min"].median()), 4),
+                               round(float(g["fpr_max"].median()), 4)]
         r["cpu_s_mean"] = round(float(g["cpu_s"].mean()), 2)
         rows.append(r)
     return rows
 
 
-def tune(identities: int, seeds: tuple[int, ...]) -> dict:
+def tune(identities: int, seeds: tuple[int, ...], knobs: list[str] | None = None) -> dict:
     """Population values (``identities`` per sample, point estimates averaged over ``seeds``):
     A1's d over the anchoring / noise grid, A6's SD ratio and signal ratio to one human rater."""
     a = AnalysisParams(bootstrap=100, secondary_bootstrap=100, permutations=99)
     out: dict = {"identities": identities, "seeds": list(seeds), "A1": [], "A6": []}
-    grid = ([f"anchoring_context={x}" for x in (0.6, 0.65, 0.7, 0.75, 0.8)]
-            + [f"anchoring_context=1&arm_noise_sd={x}" for x in (0.3, 0.5, 0.7, 0.9, 1.2)])
+    grid = knobs or ([f"anchoring_context={x}" for x in (0.6, 0.65, 0.7, 0.75, 0.8)]
+                     + [f"anchoring_context=1&arm_noise_sd={x}" for x in (0.3, 0.5, 0.7, 0.9,
+                                                                          1.2)])
     for knobs in grid:
         d = []
         for seed in seeds:
@@ -122,7 +128,7 @@ def tune(identities: int, seeds: tuple[int, ...]) -> dict:
             d.append(float(t["diff_human_r"][0]))
         out["A1"].append({"knobs": knobs, "d": float(np.mean(d)), "d_by_seed": d})
         print("A1", knobs, np.mean(d), d, flush=True)
-    for noise in (1.1, 1.2, 1.25, 1.3):
+    for noise in () if knobs else (1.1, 1.2, 1.25, 1.3):
         r, sr = [], []
         for seed in seeds:
             models = [f"simulated/{m}?anchoring_context=0&collapse=0&perception_noise_sd={noise}"
@@ -174,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "data" / "bench" / "calibration")
     ap.add_argument("--tune", action="store_true")
+    ap.add_argument("--knobs", nargs="+", default=None,
+                    help="with --tune: only A1, at these gemma3-4b knob strings")
     ap.add_argument("--power-table", nargs="+", type=Path, default=None,
                     help="summary.json files -> --out (the report's stored power table)")
     args = ap.parse_args(argv)
@@ -182,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.tune:
         _descriptive_off()
-        rep = tune(int(args.identities), tuple(range(1, args.replicates + 1)))
+        rep = tune(int(args.identities), tuple(range(1, args.replicates + 1)), args.knobs)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "tune.json").write_text(json.dumps(rep, indent=1) + "\n")
         return 0

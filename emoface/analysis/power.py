@@ -121,11 +121,14 @@ def _table(path: Path = POWER_TABLE) -> dict:
 
 def stored_power(ablation: str, identities: int, path: Path = POWER_TABLE) -> list[dict]:
     """The stored calibration rows of ``ablation`` at the stored identity count nearest to
-    ``identities`` (the plan's effect first, then the nulls); empty when none is stored."""
+    ``identities`` among those with a planned-effect row (else among all), the plan's effect
+    first, then the nulls; empty when none is stored."""
     rows = [r for r in _table(path)["rows"] if r["ablation"] == ablation]
     if not rows:
         return []
-    n = min({r["identities"] for r in rows}, key=lambda x: (abs(x - identities), -x))
+    sizes = {r["identities"] for r in rows if r["scenario"] == "effect"} or {
+        r["identities"] for r in rows}
+    n = min(sizes, key=lambda x: (abs(x - identities), -x))
     order = {"effect": 0, "null": 1}
     return sorted((r for r in rows if r["identities"] == n and r["scenario"] in order),
                   key=lambda r: (order[r["scenario"]], r["effect"]))

@@ -301,11 +301,15 @@ def simulate(aid: str, effect: float, seed: int, identities: int,
              analysis: AnalysisParams | None = None) -> dict:
     """One simulated study decided by the ablation's own analysis: its outcome (``outcome``),
     the primary grouping's (``primary``), and where the ablation has one the signal rule's
-    (``signal``, ``signal_primary``) and the two rules' common outcome (``both_rules``)."""
+    (``signal``, ``signal_primary``) and the two rules' common outcome (``both_rules``); for
+    A8 the lowest and highest FPR over models and races (``fpr_min``, ``fpr_max``)."""
     ctx = context(aid, effect, seed, identities, analysis)
     res = run_analysis(aid, ctx)
     sig = res.metrics.get("signal") or {}
+    fpr = res.tables["main"]["fpr"] if aid == "A8" else None
     return {"outcome": res.outcome,
+            **({"fpr_min": float(fpr.min()), "fpr_max": float(fpr.max())}
+               if fpr is not None else {}),
             "primary": res.metrics.get("outcome_by_grouping", {}).get("intended", res.outcome),
             "signal": sig.get("outcome"),
             "signal_primary": (sig.get("outcome_by_grouping") or {}).get("intended",

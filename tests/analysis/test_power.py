@@ -72,6 +72,11 @@ def test_stored_table_nearest_design(tmp_path):
     assert line.startswith("share of simulated studies with 20 identities")
     assert "planned effect 0.5: 0.30 [0.25, 0.35]; null 0: 0.05 [0.00, 0.10]" in line
     assert power_words("A2", 240, path) == ""
+    # a size with nulls only is passed over for the nearest size with a planned effect
+    nulls_only = tmp_path / "t2.json"
+    nulls_only.write_text(json.dumps({"rows": rows[:3]}))
+    assert [(r["identities"], r["scenario"]) for r in stored_power("A7", 240, nulls_only)] == [
+        (20, "effect"), (20, "null")]
 
 
 def test_cli_prints_power_and_refuses_bad_input():
