@@ -105,6 +105,11 @@ def summarise(df: pl.DataFrame) -> list[dict]:
                               round(float(g["fpr_max"].max()), 4)]
             r["fpr_median"] = [round(float(g["fpr_min"].median()), 4),
                                round(float(g["fpr_max"].median()), 4)]
+        if "estimate" in g.columns and g["estimate"].drop_nulls().len() > 1:
+            e = g["estimate"].drop_nulls()
+            r["estimate_mean"] = round(float(e.mean()), 5)
+            r["estimate_se"] = round(float(e.std() / np.sqrt(e.len())), 5)
+            r["estimate_sd"] = round(float(e.std()), 5)
         r["cpu_s_mean"] = round(float(g["cpu_s"].mean()), 2)
         rows.append(r)
     return rows
@@ -153,6 +158,16 @@ def power_table(paths: list[Path], out: Path) -> None:
     rows = []
     for p in paths:
         rep = json.loads(p.read_text())
+        if "summary" not in rep:  # `emoface power --json`: power at planted effects
+            null = {"A8": 0.0}
+            for r in rep["rows"]:
+                rows.append({"ablation": r["ablation"], "identities": r["identities"],
+                             "effect": r["effect"],
+                             "scenario": "null" if r["effect"] == null.get(r["ablation"])
+                             else "effect", "replicates": r["replicates"], "power": r["power"],
+                             "mc_low": r["mc_low"], "mc_high": r["mc_high"],
+                             "source": p.name, "bootstrap": "emoface power"})
+            continue
         for r in rep["summary"]:
             rows.append({"ablation": r["ablation"], "identities": r["identities"],
                          "effect": r["effect"], "scenario": r["scenario"],
@@ -165,6 +180,23 @@ def power_table(paths: list[Path], out: Path) -> None:
                                "effects": {a: d.effect for a, d in S.DESIGNS.items()},
                                "rows": rows}, indent=1) + "\n")
     print(f"{len(rows)} rows -> {out}")
+
+
+def markdown(paths: list[Path]) -> None:
+    """The docs' table rows from summary.json files (Wilson 95 % Monte Carlo intervals)."""
+    def cell(r: dict, rule: str) -> str:
+        if f"{rule}_supports" not in r:
+            return "-"
+        lo, hi = r[f"{rule}_ci"]
+        return f"{r[f'{rule}_supports']:.3f} [{lo:.3f}, {hi:.3f}]"
+    for p in paths:
+        rep = json.loads(p.read_text())
+        for r in rep["summary"]:
+            print(f"| {r['ablation']} | {r['scenario']} {r['effect']:g} | {r['stimuli']:,} | "
+                  f"{r['replicates']} | {cell(r, 'outcome')} | {cell(r, 'primary')} | "
+                  f"{cell(r, 'signal')} | {cell(r, 'both_rules')} | "
+                  f"{r.get('outcome_does_not_support', float('nan')):.3f} | "
+                  f"{rep['elapsed_s']:.0f} / {rep['cpu_s']:.0f} | {p.parent.name} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,7 +216,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --tune: only A1, at these gemma3-4b knob strings")
     ap.add_argument("--power-table", nargs="+", type=Path, default=None,
                     help="summary.json files -> --out (the report's stored power table)")
+    ap.add_argument("--markdown", nargs="+", type=Path, default=None,
+                    help="summary.json files -> the docs' table rows")
     args = ap.parse_args(argv)
+    if args.markdown:
+        markdown(args.markdown)
+        return 0
     if args.power_table:
         power_table(args.power_table, args.out)
         return 0

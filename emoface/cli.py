@@ -277,6 +277,8 @@ def power_cmd(
         help="with --curve: a table over these identity counts (comma-separated) at --effect "
              "instead")] = None,
     seed: Annotated[int, typer.Option(help="simulation seed")] = 1,
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", help="also write the rows as JSON to this file (under data/)")] = None,
 ) -> None:
     """Power of an ablation's decision rule at a design: simulated studies with the effect
     planted, decided by the project's own analysis code; Monte Carlo (Wilson) 95 % intervals."""
@@ -298,6 +300,15 @@ def power_cmd(
     for r in rows:
         print(f"effect {r['effect']:g}: power {r['power']:.3f} [{r['mc_low']:.3f}, "
               f"{r['mc_high']:.3f}] (Monte Carlo 95 %); {r['design']}")
+    if json_out is not None:
+        import json
+
+        from emoface.io import atomic_path
+
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(json_out) as tmp:
+            tmp.write_text(json.dumps({"command": "emoface power", "rows": rows}, indent=1,
+                                      default=str) + "\n")
 
 
 @results_app.command("export")

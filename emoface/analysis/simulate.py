@@ -302,12 +302,17 @@ def simulate(aid: str, effect: float, seed: int, identities: int,
     """One simulated study decided by the ablation's own analysis: its outcome (``outcome``),
     the primary grouping's (``primary``), and where the ablation has one the signal rule's
     (``signal``, ``signal_primary``) and the two rules' common outcome (``both_rules``); for
-    A8 the lowest and highest FPR over models and races (``fpr_min``, ``fpr_max``)."""
+    A8 the lowest and highest FPR over models and races (``fpr_min``, ``fpr_max``); for A1 the
+    estimate d of arousal (``estimate``)."""
     ctx = context(aid, effect, seed, identities, analysis)
     res = run_analysis(aid, ctx)
     sig = res.metrics.get("signal") or {}
     fpr = res.tables["main"]["fpr"] if aid == "A8" else None
+    main = res.tables["main"]
+    est = (main.filter(pl.col("field") == "arousal")["diff_human_r"][0] if aid == "A1"
+           else None)
     return {"outcome": res.outcome,
+            **({"estimate": float(est)} if est is not None else {}),
             **({"fpr_min": float(fpr.min()), "fpr_max": float(fpr.max())}
                if fpr is not None else {}),
             "primary": res.metrics.get("outcome_by_grouping", {}).get("intended", res.outcome),
