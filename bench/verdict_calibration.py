@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from emoface.ablations import a8_fpr_by_race as a8_race  # noqa: E402
 from emoface.ablations import run_analysis  # noqa: E402
 from emoface.analysis import simulate as S  # noqa: E402
-from emoface.analysis.power import wilson  # noqa: E402
+from emoface.analysis.power import REGISTRY, wilson  # noqa: E402
 from emoface.config import AnalysisParams  # noqa: E402
 
 RULES = ("outcome", "primary", "signal", "signal_primary", "both_rules")
@@ -169,15 +169,20 @@ def power_table(paths: list[Path], out: Path) -> None:
                              "source": p.name, "bootstrap": "emoface power"})
             continue
         for r in rep["summary"]:
+            scenario = ("null" if r["scenario"] == "given"
+                        and r["effect"] in S.DESIGNS[r["ablation"]].nulls else r["scenario"])
             rows.append({"ablation": r["ablation"], "identities": r["identities"],
-                         "effect": r["effect"], "scenario": r["scenario"],
+                         "effect": r["effect"], "scenario": scenario,
                          "replicates": r["replicates"], "power": r["outcome_supports"],
                          "mc_low": r["outcome_ci"][0], "mc_high": r["outcome_ci"][1],
                          "source": str(p.relative_to(ROOT)) if p.is_relative_to(ROOT)
                          else str(p), "bootstrap": rep["bootstrap"]})
+    # a later file's row replaces an earlier one of the same design (a re-planted null)
+    rows = list({(r["ablation"], r["identities"], r["effect"], r["scenario"]): r
+                 for r in rows}.values())
     out.write_text(json.dumps({"about": "share of simulated studies that say 'supports' "
                                "(bench/verdict_calibration.py; docs/verdict-calibration.md)",
-                               "effects": {a: d.effect for a, d in S.DESIGNS.items()},
+                               "effects": {a: REGISTRY[a].effect for a in REGISTRY},
                                "rows": rows}, indent=1) + "\n")
     print(f"{len(rows)} rows -> {out}")
 

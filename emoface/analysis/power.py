@@ -141,7 +141,7 @@ def power_words(ablation: str, identities: int, path: Path = POWER_TABLE) -> str
     if not rows:
         return ""
     effects = _table(path).get("effects", {})
-    parts = [f"{'planned effect' if r['scenario'] == 'effect' else 'null'} "
+    parts = [f"{'effect' if r['scenario'] == 'effect' else 'null'} "
              f"{r['effect']:g}: {r['power']:.2f} [{r['mc_low']:.2f}, {r['mc_high']:.2f}]"
              for r in rows]
     return (f"share of simulated studies with {rows[0]['identities']} identities that say "

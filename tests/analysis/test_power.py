@@ -70,7 +70,7 @@ def test_stored_table_nearest_design(tmp_path):
     assert [(r["identities"], r["scenario"]) for r in got] == [(240, "effect"), (240, "null")]
     line = power_words("A7", 30, path)
     assert line.startswith("share of simulated studies with 20 identities")
-    assert "planned effect 0.5: 0.30 [0.25, 0.35]; null 0: 0.05 [0.00, 0.10]" in line
+    assert "effect 0.5: 0.30 [0.25, 0.35]; null 0: 0.05 [0.00, 0.10]" in line
     assert power_words("A2", 240, path) == ""
     # a size with nulls only is passed over for the nearest size with a planned effect
     nulls_only = tmp_path / "t2.json"
@@ -92,3 +92,15 @@ def test_cli_prints_power_and_refuses_bad_input():
     a1 = runner.invoke(app, ["power", "--ablation", "A1", "--identities", "20", "--effect",
                              "0.03", "--replicates", "1"])
     assert a1.exit_code == 2 and "A1" in a1.output and "calibrated" in a1.output
+
+
+def test_report_cites_stored_power_only_for_cannot_tell():
+    from emoface.analysis.report import _power_line
+
+    baseline = {"models": {"simulated/m": {"n": 1440}}}  # 1,440 images rated: 240 identities
+    assert _power_line("A8", "supports", baseline) == []
+    assert _power_line("A8", "cannot tell", None) == []
+    (line,) = _power_line("A8", "cannot tell: models differ (1 supports, 1 cannot tell)",
+                          baseline)
+    assert line.startswith("**Could it have told?** share of simulated studies with 240 "
+                           "identities") and "verdict-calibration.md" in line
