@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from emoface.config import load_params
-from emoface.errors import EmofaceError
+from emoface.errors import ConfigError, EmofaceError
 from emoface.paths import DataPaths, check_data_root
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -273,14 +273,24 @@ def power_cmd(
     = 0.02,
     replicates: Annotated[int, typer.Option(help="simulated studies per effect size")] = 200,
     curve: Annotated[bool, typer.Option("--curve", help="a table over effect sizes")] = False,
+    sizes: Annotated[str | None, typer.Option(
+        help="with --curve: a table over these identity counts (comma-separated) at --effect "
+             "instead")] = None,
     seed: Annotated[int, typer.Option(help="simulation seed")] = 1,
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", help="also write the rows as JSON to this file (under data/)")] = None,
 ) -> None:
     """Power of an ablation's decision rule at a design: simulated studies with the effect
     planted, decided by the project's own analysis code; Monte Carlo (Wilson) 95 % intervals."""
     from emoface.analysis.power import REGISTRY, power, power_curve
 
     try:
-        rows = (power_curve(ablation, identities, replicates=replicates, seed=seed) if curve
+        grid = [int(x) for x in sizes.split(",")] if sizes else None
+    except ValueError:
+        _fail(ConfigError(f"--sizes {sizes!r}: give identity counts like 20,60,240"))
+    try:
+        rows = (power_curve(ablation, identities, replicates=replicates, seed=seed, sizes=grid,
+                            effect=effect) if curve
                 else [power(ablation, identities, effect, replicates=replicates, seed=seed)])
     except EmofaceError as err:
         _fail(err)
@@ -290,6 +300,15 @@ def power_cmd(
     for r in rows:
         print(f"effect {r['effect']:g}: power {r['power']:.3f} [{r['mc_low']:.3f}, "
               f"{r['mc_high']:.3f}] (Monte Carlo 95 %); {r['design']}")
+    if json_out is not None:
+        import json
+
+        from emoface.io import atomic_path
+
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(json_out) as tmp:
+            tmp.write_text(json.dumps({"command": "emoface power", "rows": rows}, indent=1,
+                                      default=str) + "\n")
 
 
 @results_app.command("export")

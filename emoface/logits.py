@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import logsumexp
 
 from emoface.backends.base import TokenStep
 
@@ -101,8 +100,14 @@ def merge_digit_logprobs(top: Sequence[tuple[int, str, float]]) -> np.ndarray:
         if d is not None:
             buckets[d].append(float(lp))
     return np.array(
-        [logsumexp(v) if v else np.nan for v in (buckets[d] for d in DIGITS)], dtype=np.float64
+        [_logsumexp(v) if v else np.nan for v in (buckets[d] for d in DIGITS)], dtype=np.float64
     )
+
+
+def _logsumexp(v) -> float:
+    # numpy's log-sum-exp of a short vector (scipy.special.logsumexp costs ~0.3 ms a call, and
+    # the simulated rater makes two calls per answer)
+    return float(np.logaddexp.reduce(np.asarray(v, dtype=np.float64)))
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,7 @@ class DigitDistribution:
     @property
     def mass(self) -> float:
         known = self.logprobs[~np.isnan(self.logprobs)]
-        return float(np.exp(logsumexp(known))) if known.size else 0.0
+        return float(np.exp(_logsumexp(known))) if known.size else 0.0
 
     @property
     def n_missing(self) -> int:

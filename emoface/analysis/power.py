@@ -8,13 +8,25 @@ and returns the ablation's combined outcome, computed by the same functions its 
 interval for the Monte Carlo error; :func:`power_curve` does so over several effect sizes.
 With effect 0 the share is the rule's false-positive rate at that design.
 
-Registered: A8 (:func:`simulate_a8`). Other ablations add theirs with :func:`register`.
+Registered: every ablation with a decision rule that the simulated rater can plant
+(A1-A9): A1-A7 and A9 through the calibration simulator (:mod:`emoface.analysis.simulate`: the
+simulated rater answers a new stimulus sample in memory and the ablation's own ``run_analysis``
+decides, with the study's bootstrap and permutation counts), their effect a knob of the
+simulated rater (``simulate.DESIGNS``); A8 by :func:`simulate_a8`, which plants the FPR
+difference itself (absolute, on a Beta-binomial design) and decides with A8's own functions.
+
+:func:`stored_power` reads the committed calibration table (``power_table.json``, written by
+``bench/verdict_calibration.py --power-table``) so that the report can say what a "cannot tell"
+could have detected at the observed design without simulating anything.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -84,11 +96,100 @@ def power(ablation: str, identities: int, effect: float, *, replicates: int = 20
 
 
 def power_curve(ablation: str, identities: int, effects: Sequence[float] | None = None, *,
-                replicates: int = 200, seed: int = 1, settings: dict | None = None) -> list[dict]:
-    """:func:`power` over effect sizes (default: the simulator's grid)."""
+                replicates: int = 200, seed: int = 1, settings: dict | None = None,
+                sizes: Sequence[int] | None = None, effect: float | None = None) -> list[dict]:
+    """:func:`power` over effect sizes (default: the simulator's grid), or with ``sizes`` over
+    identity counts at ``effect``."""
     sim = _simulator(ablation)
+    if sizes:
+        e = sim.curve_effects[-1] if effect is None else effect
+        return [power(ablation, n, e, replicates=replicates, seed=seed + i, settings=settings)
+                for i, n in enumerate(sizes)]
     return [power(ablation, identities, e, replicates=replicates, seed=seed + i,
                   settings=settings) for i, e in enumerate(effects or sim.curve_effects)]
+
+
+# --- the stored calibration table (read by the report) --------------------------------------
+
+POWER_TABLE = Path(__file__).with_name("power_table.json")
+
+
+@cache
+def _table(path: Path = POWER_TABLE) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {"rows": []}
+
+
+def stored_power(ablation: str, identities: int, path: Path = POWER_TABLE) -> list[dict]:
+    """The stored calibration rows of ``ablation`` at the stored identity count nearest to
+    ``identities`` among those with a planned-effect row (else among all), the plan's effect
+    first, then the nulls; empty when none is stored."""
+    rows = [r for r in _table(path)["rows"] if r["ablation"] == ablation]
+    if not rows:
+        return []
+    sizes = {r["identities"] for r in rows if r["scenario"] == "effect"} or {
+        r["identities"] for r in rows}
+    n = min(sizes, key=lambda x: (abs(x - identities), -x))
+    order = {"effect": 0, "null": 1}
+    return sorted((r for r in rows if r["identities"] == n and r["scenario"] in order),
+                  key=lambda r: (order[r["scenario"]], r["effect"]))
+
+
+def power_words(ablation: str, identities: int, path: Path = POWER_TABLE) -> str:
+    """One line for a "cannot tell": what the rule finds at (about) this design, from the
+    stored table; empty when nothing is stored for the ablation."""
+    rows = stored_power(ablation, identities, path)
+    if not rows:
+        return ""
+    effects = _table(path).get("effects", {})
+    parts = [f"{'effect' if r['scenario'] == 'effect' else 'null'} "
+             f"{r['effect']:g}: {r['power']:.2f} [{r['mc_low']:.2f}, {r['mc_high']:.2f}]"
+             for r in rows]
+    return (f"share of simulated studies with {rows[0]['identities']} identities that say "
+            f"\"supports\" ({rows[0]['replicates']} each, simulated rater, Wilson 95 %; effect "
+            f"= {effects.get(ablation, 'see docs/verdict-calibration.md')}): "
+            + "; ".join(parts))
+
+
+# --- through the calibration simulator (A1-A7, A9) ------------------------------------------
+
+
+def _pipeline(ablation: str) -> Simulate:
+    def simulate_study(rng: np.random.Generator, identities: int, effect: float,
+                       s: dict) -> str:
+        from emoface.analysis import simulate as S
+        from emoface.config import AnalysisParams
+
+        boot = s.get("bootstrap")
+        a = (AnalysisParams(bootstrap=boot, secondary_bootstrap=boot,
+                            permutations=max(99, boot)) if boot else AnalysisParams())
+        try:
+            out = S.simulate(ablation, effect, int(rng.integers(1, 2**31)), identities, a)
+        except ValueError as err:  # an effect the design cannot plant (A1's calibrated d)
+            raise ConfigError(f"{ablation}: {err}") from None
+        return out[s.get("rule", "outcome")]
+    return simulate_study
+
+
+def _describe_pipeline(ablation: str) -> Callable[[int, float, dict], str]:
+    def describe(identities: int, effect: float, s: dict) -> str:
+        boot = s.get("bootstrap") or "the study's"
+        return (f"{identities} identities ({identities * 6:,} stimuli), simulated rater with "
+                f"the effect planted at {effect:g}; {s.get('rule', 'outcome')} of "
+                f"{ablation}'s own analysis, {boot} bootstrap resamples")
+    return describe
+
+
+def _register_pipeline() -> None:
+    # the designs are data, kept beside the simulator; import it only to read them
+    from emoface.analysis.simulate import DESIGNS
+
+    for aid, d in DESIGNS.items():
+        if aid == "A8":
+            continue  # A8 plants the FPR difference directly (below)
+        register(PowerSimulator(
+            ablation=aid, effect=d.effect, simulate=_pipeline(aid), curve_effects=d.curve,
+            settings={"bootstrap": None, "rule": "outcome"}, identities_multiple=4,
+            describe=_describe_pipeline(aid)))
 
 
 # --- A8 -------------------------------------------------------------------------------------
@@ -147,3 +248,5 @@ register(PowerSimulator(
     settings={"base_fpr": 0.01, "concentration": 50.0, "models": 2, "faces_per_identity": 5,
               "alpha": 0.05, "permutations": 1000},
     identities_multiple=4, describe=_describe_a8))
+
+_register_pipeline()

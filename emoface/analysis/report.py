@@ -46,6 +46,7 @@ from emoface.analysis.document import (
     to_markdown,
 )
 from emoface.analysis.figures import figures_for
+from emoface.analysis.power import power_words
 from emoface.analysis.summary import Summary, finite, summarise, words
 from emoface.io import atomic_path, sha256_file, write_csv
 from emoface.parsing import PARSER_VERSION
@@ -58,6 +59,7 @@ BANNER = ("> **SIMULATED DATA.** These numbers come from the simulated rater "
 
 # the analysis plan, relative to data/results/report.md
 PLAN = "../../docs/analysis-plan.md"
+CALIBRATION = "../../docs/verdict-calibration.md"
 
 
 def _json_safe(obj):
@@ -346,7 +348,8 @@ def write_report(root: Path, ablation_ids: Sequence[str], data_files: Sequence[P
                          f"[analysis plan, {aid}]({PLAN}#{aid.lower()})"
                          + (f" (multiplicity family: {m['family']}, {m.get('adjustment', 'Holm')})"
                             if m.get("family") else ""),
-                         f"**Outcome:** {s.outcome}" + _signal_words(m), *_data_line(m)]),
+                         f"**Outcome:** {s.outcome}" + _signal_words(m),
+                         *_power_line(aid, s.outcome, found.get("baseline")), *_data_line(m)]),
                 Para(paper_numbers(m["verdict"])), *_tables(root, aid), *_figures(root, aid, m))
     missing = [a for a in ablation_ids if a not in found]
     if missing:
@@ -358,6 +361,17 @@ def write_report(root: Path, ablation_ids: Sequence[str], data_files: Sequence[P
     with atomic_path(root / "report.html") as tmp:
         tmp.write_text(to_html(doc))
     return path
+
+
+def _power_line(aid: str, outcome: str, baseline: dict | None) -> list[str]:
+    """For a "cannot tell": what the rule finds at about this design (identities = images rated
+    by the baseline / 6), from the stored calibration table (not simulated here)."""
+    if "cannot tell" not in outcome or not baseline:
+        return []
+    n = max((int(v.get("n") or 0) for v in baseline.get("models", {}).values()), default=0)
+    line = power_words(aid, round(n / 6)) if n else ""
+    return ([f"**Could it have told?** {line} ([verdict calibration]({CALIBRATION}))"]
+            if line else [])
 
 
 def _data_line(m: dict) -> list[str]:

@@ -25,6 +25,9 @@ Generative model (one profile per simulated model; knobs in :class:`SimProfile`)
    ``c (1 - fp16_restore)``, restoring part of the spread (A4: 4-bit sharpens the output).
    ``digit_mass`` of the probability sits on digit tokens, split 90/10 between "7" and " 7".
    T = 0 answers the argmax; T > 0 samples ``softmax(l / T)`` (A3).
+   ``arm_noise_sd`` (default 0: off) adds to ``mu`` a noise drawn independently for each arm
+   of a comparison (prompt mode, quantization, temperature and sampling seed) and image: the
+   calibration's nulls use it so that two arms differ by independent noise of equal variance.
 5. **Hidden states (A9).** Layer ``j`` of ``L``: ``h = s_j P z + noise`` with ``z`` the standardised
    (consensus valence, arousal, action units), ``P`` a fixed random projection and signal
    ``s_j = hidden_signal (j + 1) / L`` growing with depth; the last-token pooling adds the label.
@@ -93,6 +96,12 @@ class SimProfile:
     hidden_layers: int = 8
     hidden_dim: int = 48
     hidden_signal: float = 1.0
+    arm_noise_sd: float = 0.0
+
+
+# knobs added after SIMULATOR_VERSION sim-1: left out of the digest at their default, so the
+# digests (and the stored answers) of every existing model stay what they were
+_NEW_KNOBS = {"arm_noise_sd": 0.0}
 
 
 PROFILES: dict[str, SimProfile] = {
@@ -179,7 +188,9 @@ class SimulatedBackend(Backend):
         self.latency_s = latency_s
         self.max_concurrency = capacity or 8
         self._slots = threading.BoundedSemaphore(capacity) if capacity else None
-        profile_json = json.dumps(dataclasses.asdict(self.profile), sort_keys=True)
+        knobs = {k: v for k, v in dataclasses.asdict(self.profile).items()
+                 if not (k in _NEW_KNOBS and v == _NEW_KNOBS[k])}
+        profile_json = json.dumps(knobs, sort_keys=True)
         self._digest = hashlib.sha256(
             f"{SIMULATOR_VERSION}|{self.base}|{self.quantization}|{profile_json}".encode()
         ).hexdigest()
@@ -194,7 +205,8 @@ class SimulatedBackend(Backend):
             model_id=f"simulated/{self.name}", backend="simulated", model=self.name,
             digest=f"sha256:{self._digest}", backend_version=SIMULATOR_VERSION,
             quantization=self.quantization, simulated=True,
-            extra={"profile": dataclasses.asdict(self.profile)},
+            extra={"profile": {k: v for k, v in dataclasses.asdict(self.profile).items()
+                               if not (k in _NEW_KNOBS and v == _NEW_KNOBS[k])}},
         )
 
     # --- the generative model -------------------------------------------------------------
@@ -232,8 +244,9 @@ class SimulatedBackend(Backend):
         return int(rng.choice(len(logits), p=prob / prob.sum()))
 
     def digit_logits(self, stimulus: StimulusInput | None, field: str, label: str,
-                     mode: str) -> np.ndarray:
-        """l_k over k = 1..9 for one rating (mode: context_carry | single_shot | text_only)."""
+                     mode: str, arm: tuple = ()) -> np.ndarray:
+        """l_k over k = 1..9 for one rating (mode: context_carry | single_shot | text_only;
+        ``arm``: the sampling options that, with the mode, key ``arm_noise_sd``)."""
         p = self.profile
         fi = 0 if field == "valence" else 1
         anchor = LABEL_PRIOR.get(label, NEUTRAL)[fi]
@@ -248,6 +261,10 @@ class SimulatedBackend(Backend):
             mu = a * anchor + (1 - a) * perceived
             if field == "valence" and s.race == p.anger_bias_race:
                 mu += p.race_valence_shift
+            if p.arm_noise_sd > 0:
+                mu += np.random.default_rng(_h(self.base, self.quantization, mode, *arm, "arm",
+                                               stimulus.sha256, field)).normal(
+                    0, p.arm_noise_sd)
         c, w = p.collapse, p.digit_width
         if self.quantization == "fp16":
             c = c * (1 - p.fp16_restore)
@@ -259,7 +276,8 @@ class SimulatedBackend(Backend):
         return self._fixed_rng("odd", *key).random() < self.profile.odd_answer_rate
 
     def _rating_turn(self, stimulus, field, label, mode, options, key) -> TurnResult:
-        logits = self.digit_logits(stimulus, field, label, mode)
+        logits = self.digit_logits(stimulus, field, label, mode,
+                                   (options.temperature, options.seed))
         choice = self._choose(logits, options, field, *key) + 1
         logp = logits - np.logaddexp.reduce(logits)
         digit_lp = np.log(self.profile.digit_mass) + logp
@@ -313,7 +331,8 @@ class SimulatedBackend(Backend):
         label = self.emotions[self._choose(z, options, "emotion", *key)]
         vals = {}
         for field in ("valence", "arousal"):
-            lg = self.digit_logits(stimulus, field, label, "single_shot")
+            lg = self.digit_logits(stimulus, field, label, "single_shot",
+                                   (options.temperature, options.seed))
             vals[field] = self._choose(lg, options, field, *key) + 1
         text = json.dumps({"emotion": label, "valence": vals["valence"], "arousal": vals["arousal"]})
         if self._odd("json", *key):

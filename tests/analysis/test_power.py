@@ -1,11 +1,14 @@
-"""`emoface power`: the A8 simulator through A8's own decision code; Monte Carlo intervals."""
+"""`emoface power`: A8's simulator and the calibration simulator of the other ablations, through
+their own decision code; Monte Carlo intervals; the stored table the report cites."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from typer.testing import CliRunner
 
-from emoface.analysis.power import REGISTRY, power
+from emoface.analysis.power import REGISTRY, power, power_curve, power_words, stored_power, wilson
 from emoface.cli import app
 
 
@@ -28,6 +31,54 @@ def test_a_large_effect_at_study_size_is_found():
     assert "1,440 stimuli" in r["design"] and "600 non-angry faces per race" in r["design"]
 
 
+def test_wilson_interval_by_hand():
+    # 1 of 4, z = 1.959964, z^2 = 3.841459: centre (0.25 + z^2/8) / (1 + z^2/4) =
+    # 0.730182 / 1.960365 = 0.372473; half-width z sqrt(0.25 * 0.75 / 4 + z^2 / 64) /
+    # (1 + z^2/4) = 1.959964 * sqrt(0.106898) / 1.960365 = 0.326886
+    assert wilson(1, 4) == pytest.approx((0.372473 - 0.326886, 0.372473 + 0.326886), abs=2e-6)
+
+
+def test_every_decided_ablation_has_a_simulator():
+    assert {"A1", "A2", "A3", "A4", "A5", "A6", "A7", "A8", "A9"} <= set(REGISTRY)
+
+
+@pytest.mark.parametrize("aid", ["A2", "A4", "A7"])
+def test_pipeline_simulators_run_the_analysis(aid):
+    # 20 identities (120 stimuli), 2 studies, 100 resamples: plumbing only
+    r = power(aid, 20, REGISTRY[aid].curve_effects[0], replicates=2, seed=5,
+              settings={"bootstrap": 100})
+    assert r["replicates"] == 2 and r["power"] in (0.0, 0.5, 1.0)
+    assert (r["mc_low"], r["mc_high"]) == pytest.approx(wilson(round(2 * r["power"]), 2))
+    assert "120 stimuli" in r["design"] and "100 bootstrap resamples" in r["design"]
+
+
+def test_curve_over_identity_counts():
+    rows = power_curve("A8", 240, replicates=3, seed=1, sizes=[4, 8], effect=0.5)
+    assert [r["identities"] for r in rows] == [4, 8]
+    assert rows[0]["power"] == 0.0  # 4 identities can never decide (see above)
+
+
+def test_stored_table_nearest_design(tmp_path):
+    rows = [{"ablation": "A7", "identities": n, "effect": e, "scenario": sc, "replicates": 200,
+             "power": pw, "mc_low": pw - 0.05, "mc_high": pw + 0.05}
+            for n, e, sc, pw in [(20, 0.0, "null", 0.05), (20, 0.5, "effect", 0.3),
+                                 (240, 0.0, "null", 0.04), (240, 0.5, "effect", 0.9)]]
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"effects": {"A7": "harder real set"}, "rows": rows}))
+    # 200 identities: nearer 240 than 20
+    got = stored_power("A7", 200, path)
+    assert [(r["identities"], r["scenario"]) for r in got] == [(240, "effect"), (240, "null")]
+    line = power_words("A7", 30, path)
+    assert line.startswith("share of simulated studies with 20 identities")
+    assert "effect 0.5: 0.30 [0.25, 0.35]; null 0: 0.05 [0.00, 0.10]" in line
+    assert power_words("A2", 240, path) == ""
+    # a size with nulls only is passed over for the nearest size with a planned effect
+    nulls_only = tmp_path / "t2.json"
+    nulls_only.write_text(json.dumps({"rows": rows[:3]}))
+    assert [(r["identities"], r["scenario"]) for r in stored_power("A7", 240, nulls_only)] == [
+        (20, "effect"), (20, "null")]
+
+
 def test_cli_prints_power_and_refuses_bad_input():
     runner = CliRunner()
     res = runner.invoke(app, ["power", "--ablation", "A8", "--identities", "240", "--effect",
@@ -38,4 +89,18 @@ def test_cli_prints_power_and_refuses_bad_input():
     assert bad.exit_code == 2 and "no power simulator for 'A99'" in bad.output
     odd = runner.invoke(app, ["power", "--ablation", "A8", "--identities", "241"])
     assert odd.exit_code == 2 and "multiple of 4" in odd.output
-    assert "A8" in REGISTRY
+    a1 = runner.invoke(app, ["power", "--ablation", "A1", "--identities", "20", "--effect",
+                             "0.03", "--replicates", "1"])
+    assert a1.exit_code == 2 and "A1" in a1.output and "calibrated" in a1.output
+
+
+def test_report_cites_stored_power_only_for_cannot_tell():
+    from emoface.analysis.report import _power_line
+
+    baseline = {"models": {"simulated/m": {"n": 1440}}}  # 1,440 images rated: 240 identities
+    assert _power_line("A8", "supports", baseline) == []
+    assert _power_line("A8", "cannot tell", None) == []
+    (line,) = _power_line("A8", "cannot tell: models differ (1 supports, 1 cannot tell)",
+                          baseline)
+    assert line.startswith("**Could it have told?** share of simulated studies with 240 "
+                           "identities") and "verdict-calibration.md" in line

@@ -144,3 +144,18 @@ def test_unknown_model_and_knob_are_permanent_errors():
         parse_model_name("gpt-9")
     with pytest.raises(PermanentBackendError, match="unknown knob"):
         parse_model_name("gemma3-4b?bogus=1")
+
+
+def test_arm_noise_is_independent_per_arm_and_off_by_default(medium):
+    # the digests of existing models are those of sim-1 before the knob existed (computed with
+    # the code of the previous commit), so stored answers stay current
+    assert SimulatedBackend("gemma3-4b", {}, emotions=EMOTIONS).info.digest == (
+        "sha256:cf2ef64dc92af9bcc7d397a9fee4f73c3d1b818aadd3b71550360f4a0569be03")
+    same = "gemma3-4b?anchoring_single=0.6"
+    a, b = rate(medium, same), rate(medium, same, Condition(protocol="single_shot"))
+    assert (a["arousal"] == b["arousal"]).mean() > 0.95  # without it the arms barely differ
+    noisy = same + "&arm_noise_sd=1"
+    a, b = rate(medium, noisy), rate(medium, noisy, Condition(protocol="single_shot"))
+    assert (a["arousal"] != b["arousal"]).mean() > 0.3
+    # equal variance: the within-category SDs of the two arms agree closely (480 images)
+    assert within_sd(a) == pytest.approx(within_sd(b), rel=0.1)
