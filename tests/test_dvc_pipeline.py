@@ -3,7 +3,8 @@
 repro -> a second repro does nothing -> one temperature changed makes backend calls only for the
 changed conditions -> push to a local directory remote -> a fresh clone pulls and re-runs the
 analyses without a single backend call. DVC runs as a subprocess (two Repo objects on one repo
-deadlock); `python` on PATH is this environment's interpreter.
+deadlock); `python` on PATH is this environment's interpreter. The stages' flows use the test
+session's Prefect server (the temporary server of a run without one is tested in tests/flows/).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import yaml
 
 from emoface.ablations import registry
 from tests.conftest import REPO, write_small_project_params
+from tests.prefect_shared import shared_api_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -30,8 +32,12 @@ PROJECT_DVC = ["config", "plots", "plots-html"]
 PROJECT_DIRS = ["emoface", "schemas", "tasks", "flows"]
 
 
-def _env(tmp: Path) -> dict[str, str]:
+def _env(tmp: Path, *, shared_server: bool = False) -> dict[str, str]:
+    """This environment for DVC and its stages; with ``shared_server`` the stages' flows use the
+    test session's Prefect server (else each `flows/ablations.py` starts a temporary one)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    if shared_server:
+        env["PREFECT_API_URL"] = shared_api_url()
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(DVC_NO_ANALYTICS="1", DO_NOT_TRACK="1", PREFECT_HOME=str(tmp / "prefect-home"),
                PREFECT_RESULTS_LOCAL_STORAGE_PATH=str(tmp / "prefect-results"),
@@ -43,8 +49,8 @@ def _env(tmp: Path) -> dict[str, str]:
 def run(cmd: list[str], cwd: Path, tmp: Path) -> str:
     if cmd[0] == "dvc":
         cmd = [sys.executable, "-m", "dvc", *cmd[1:]]
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(tmp), capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(tmp, shared_server=True), capture_output=True,
+                          text=True, timeout=900)
     assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc.stdout + proc.stderr
 

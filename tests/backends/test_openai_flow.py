@@ -19,6 +19,7 @@ import yaml
 from tests.conftest import REPO, write_small_project_params
 from tests.fake_openai import FakeOpenAI
 from tests.flows.test_flow_runs import run_flow
+from tests.prefect_shared import flow_env
 
 pytestmark = [pytest.mark.integration]
 
@@ -69,9 +70,8 @@ def test_priority_1_end_to_end(clean):
 def test_resume_after_kill_9_gives_the_rows_of_an_uninterrupted_run(clean):
     server, params, tmp, _ = clean
     data = tmp / "killed"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env.update(PREFECT_HOME=str(tmp / "prefect-home-2"), DO_NOT_TRACK="1",
-               OPENAI_BASE_URL=server.base_url)
+    env = flow_env(tmp, PREFECT_HOME=str(tmp / "prefect-home-2"),
+                   OPENAI_BASE_URL=server.base_url)  # the session's Prefect server
     proc = subprocess.Popen(
         [sys.executable, "flows/ablations.py", "--priority", "1", "--models", MODEL,
          "--params", str(params), "--data", str(data), "--json"], cwd=REPO, env=env,
@@ -155,8 +155,8 @@ def test_two_dask_workers_with_their_own_servers_give_the_rows_of_one_process(tm
         proc = subprocess.run(
             [sys.executable, "flows/ablations.py", "--only", "A5", "--models", MODEL, "--stage",
              "inference", "--params", str(params), "--data", str(data), "--json", "--dask",
-             address], cwd=REPO, env=local_env(tmp_path), capture_output=True, text=True,
-            timeout=900)
+             address], cwd=REPO, env=local_env(tmp_path, temporary_server=False),
+            capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-4000:]
         served = (len(a.chat_requests()), len(b.chat_requests()))
     assert min(served) > 1, served  # both servers answered model calls (beyond their probe)

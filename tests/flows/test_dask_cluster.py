@@ -66,7 +66,8 @@ def _out(stdout: str) -> dict:
 
 def run_flow(tmp: Path, params: Path, data: Path, *extra: str, only: str = "A5", **env: str):
     proc = subprocess.run(_flow_cmd(params, data, *extra, only=only), cwd=REPO,
-                          env=local_env(tmp, **env), capture_output=True, text=True, timeout=600)
+                          env=local_env(tmp, temporary_server=False, **env), capture_output=True,
+                          text=True, timeout=600)
     return proc.returncode, _out(proc.stdout), proc.stderr
 
 
@@ -76,16 +77,27 @@ def baseline_rows(data: Path, params: Path) -> pl.DataFrame:
                                       n_batches=48 // BATCH).sort("stimulus_id")
 
 
-def test_two_workers_two_servers_same_rows_as_one_process(tmp_path):
-    params, data = _project(tmp_path / "cluster")
+@pytest.fixture(scope="module")
+def two_servers(tmp_path_factory):
+    """Two stand-in Ollama servers and a cluster with one worker on each, shared by the tests
+    that leave both as they found them (each reads only the requests its own run sent)."""
+    tmp = tmp_path_factory.mktemp("two-servers")
     with FakeOllama(latency_s=0.02) as a, FakeOllama(latency_s=0.02) as b, \
-            dask_cluster(tmp_path / "dask", [a.host, b.host]) as (address, _):
-        rc, out, err = run_flow(tmp_path, params, data, "--dask", address)
-        assert rc == 0, err[-4000:]
-        served = {a.host: len(a.chat_requests()), b.host: len(b.chat_requests())}
-        in_flight = (a.max_in_flight, b.max_in_flight)
-        with Client(address, timeout="60s") as client:  # the flow's worker plugin, on both
-            profiling = client.run(profiler_running)
+            dask_cluster(tmp / "dask", [a.host, b.host]) as (address, _):
+        yield a, b, address
+
+
+def test_two_workers_two_servers_same_rows_as_one_process(tmp_path, two_servers):
+    a, b, address = two_servers
+    params, data = _project(tmp_path / "cluster")
+    before = {a.host: len(a.chat_requests()), b.host: len(b.chat_requests())}
+    rc, out, err = run_flow(tmp_path, params, data, "--dask", address)
+    assert rc == 0, err[-4000:]
+    served = {a.host: len(a.chat_requests()) - before[a.host],
+              b.host: len(b.chat_requests()) - before[b.host]}
+    in_flight = (a.max_in_flight, b.max_in_flight)  # (the most ever, this run's included)
+    with Client(address, timeout="60s") as client:  # the flow's worker plugin, on both
+        profiling = client.run(profiler_running)
     assert len(profiling) == 2
     assert set(profiling.values()) == {not profiler_deadlocks()}, profiling
     assert out["calls"] == 48 * 3 + 48  # the Ollama model on the cluster + FER in the flow
@@ -118,15 +130,16 @@ def test_two_workers_two_servers_same_rows_as_one_process(tmp_path):
         np.testing.assert_array_equal(got[k], want[k])
 
 
-def test_every_ablation_shares_one_cluster_queue_and_dependent_work_waits(tmp_path):
+def test_every_ablation_shares_one_cluster_queue_and_dependent_work_waits(tmp_path,
+                                                                          two_servers):
     """A1 (text-only with the model's own baseline labels) and A2 (single-shot): all of their
     Ollama batches run in the one inference stage, none in the per-ablation subflows, and the
     text-only batches are sent only after every baseline batch is committed."""
+    a, b, address = two_servers
     params, data = _project(tmp_path / "p")
-    with FakeOllama(latency_s=0.02) as a, FakeOllama(latency_s=0.02) as b, \
-            dask_cluster(tmp_path / "dask", [a.host, b.host]) as (address, _):
-        rc, out, err = run_flow(tmp_path, params, data, "--dask", address, only="A1,A2")
-        requests = a.chat_requests() + b.chat_requests()
+    seen_a, seen_b = len(a.chat_requests()), len(b.chat_requests())
+    rc, out, err = run_flow(tmp_path, params, data, "--dask", address, only="A1,A2")
+    requests = a.chat_requests()[seen_a:] + b.chat_requests()[seen_b:]  # this run's
     assert rc == 0, err[-4000:]
     # baseline 3 calls, text-only 2, single-shot 1 per stimulus on the cluster; the FER
     # classifier (48) in the flow process, in the same inference subflow
@@ -154,8 +167,8 @@ def test_resources_keep_ollama_batches_on_the_workers_that_declare_them(tmp_path
             dask_cluster(tmp_path / "dask", [a.host, b.host],
                          worker_args=[["--resources", "ollama=1"], []]) as (address, _):
         dry = subprocess.run(_flow_cmd(params, data, "--dask", address, "--dry-run", only="A2"),
-                             cwd=REPO, env=local_env(tmp_path), capture_output=True, text=True,
-                             timeout=300)
+                             cwd=REPO, env=local_env(tmp_path, temporary_server=False),
+                             capture_output=True, text=True, timeout=300)
         rc, out, err = run_flow(tmp_path, params, data, "--dask", address, only="A2")
         served = (len(a.chat_requests()), len(b.chat_requests()))
     assert dry.returncode == 0 and json.loads(dry.stdout)["workers"] == {MODEL: 1}, dry.stderr
@@ -195,7 +208,8 @@ def test_worker_killed_mid_run_loses_nothing(tmp_path):
     with FakeOllama(latency_s=0.15) as a, FakeOllama(latency_s=0.15) as b, \
             dask_cluster(tmp_path / "dask", [a.host, b.host]) as (address, workers):
         proc = subprocess.Popen(_flow_cmd(params, data, "--dask", address), cwd=REPO,
-                                env=local_env(tmp_path), stdout=subprocess.PIPE,
+                                env=local_env(tmp_path, temporary_server=False),
+                                stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 300
         while len(a.chat_requests()) < 6:  # worker 0 is mid-batch
@@ -258,7 +272,7 @@ def test_a_cluster_without_workers_fails_within_the_timeout(tmp_path):
         took = time.monotonic() - t0
     assert rc == 1 and f"no Dask worker able to run {MODEL} joined {address} within 3 s" in out[
         "error"], (out, err[-2000:])
-    assert took < 120  # process start + temporary Prefect server + the 3 s wait, never forever
+    assert took < 120  # process start + the 3 s wait, never forever
 
 
 def test_an_unreachable_scheduler_is_one_clear_error():

@@ -19,6 +19,7 @@ import yaml
 from emoface.runlock import pid_alive, read_holder
 from tests.conftest import write_small_project_params
 from tests.fake_ollama import FakeOllama
+from tests.prefect_shared import shared_api_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -118,7 +119,9 @@ def test_kill_9_leaves_no_server_and_the_next_run_takes_over(tmp_path):
     run.send_signal(signal.SIGKILL)
     run.wait()
     assert _gone(pid, port), _left_on_port(port)
-    again = _start(["--priority", "1"], params, data, tmp_path, "again")
+    # the run that takes over (its own Prefect server is not under test here: the session's)
+    again = _start(["--priority", "1"], params, data, tmp_path, "again",
+                   PREFECT_API_URL=shared_api_url())
     rc, out, err = _result(again, tmp_path, "again")
     assert rc == 0 and out["ok"] and out["calls"] <= CALLS, err[-3000:]
     assert read_holder(data) == {}  # released at the end

@@ -50,9 +50,10 @@ def rows(data: Path, pfile: Path) -> pl.DataFrame:
     return PredictionStore(data).read(folder, p.study.emotions, n_batches=8).sort("stimulus_id")
 
 
-@pytest.fixture
-def reference(tmp_path):
-    pfile, data = make_project(tmp_path / "ref")
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The rows of one clean run (made once: the tests only compare with them)."""
+    pfile, data = make_project(tmp_path_factory.mktemp("ref"))
     summary = run_condition_for(load_params(pfile), DataPaths(data), "simulated/gemma3-4b",
                                 protocol="context_carry")
     assert summary["calls"] == 48 * 3 and summary["rows"] == 48

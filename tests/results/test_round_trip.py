@@ -4,7 +4,6 @@ data folder, run again with zero backend calls: the same metrics, exactly."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -13,16 +12,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, write_small_project_params
+from tests.prefect_shared import flow_env
 from tests.results.lab import write_lab_files
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _env(tmp: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env.update(PREFECT_HOME=str(tmp / "prefect-home"),
-               PREFECT_RESULTS_LOCAL_STORAGE_PATH=str(tmp / "prefect-results"), DO_NOT_TRACK="1")
-    return env
+    """The flows use the test session's Prefect server (not a temporary one each)."""
+    return flow_env(tmp)
 
 
 def _run(args: list[str], tmp: Path, times: dict, label: str) -> str:
