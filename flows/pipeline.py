@@ -161,25 +161,39 @@ def run_items(items: list[WorkItem], backends: _Backends, params: Params, data: 
 
 def _run_phase(items: list[WorkItem], backends: _Backends, params: Params, data: DataPaths,
                store: PredictionStore, context: str) -> int:
-    local, remote = [], []
-    for item in items:
-        backend = backends.get(item.model_id, item.stimulus_set)
-        ss = backends.stimuli(item.stimulus_set)
-        labels = resolve_labels(item.condition, ss, store, backend.info.model_id,
-                                params.study.emotions)
-        specs = plan_condition(backend, ss, item.condition, item.condition.options(params.inference),
-                               store, batch_size=params.inference.batch_size, labels=labels)
-        (remote if isinstance(backend, ClusterModel) else local).append((backend, specs))
+    units = _units([_plan_item(item, backends, params, store) for item in items], store,
+                   params.study.emotions)
+    remote = [u for u in units if isinstance(u.backend, ClusterModel)]
+    units = [u for u in units if not isinstance(u.backend, ClusterModel)]
     calls = 0
     if remote:  # computed on the workers, committed here
-        calls += _run_cluster().run_units(
-            plan_units(remote, store, params.study.emotions, image_major=False), store,
-            params.inference, params.study.emotions, context)
-    units = plan_units(local, store, params.study.emotions)
+        calls += _run_cluster().run_units(remote, store, params.inference,
+                                          params.study.emotions, context)
     if units:
         calls += _schedule_here(units, store, PrefectExecutor(str(data.root),
                                                               params.study.emotions, context))
     return calls
+
+
+def _plan_item(item: WorkItem, backends: _Backends, params: Params,
+               store: PredictionStore) -> tuple[Backend, list]:
+    """(backend, planned batches) of one prediction work item."""
+    backend = backends.get(item.model_id, item.stimulus_set)
+    ss = backends.stimuli(item.stimulus_set)
+    labels = resolve_labels(item.condition, ss, store, backend.info.model_id,
+                            params.study.emotions)
+    return backend, plan_condition(backend, ss, item.condition,
+                                   item.condition.options(params.inference), store,
+                                   batch_size=params.inference.batch_size, labels=labels)
+
+
+def _units(work: list, store: PredictionStore, emotions) -> list[Unit]:
+    """The scheduler's units of (backend, specs) work: image-major in this process, one batch
+    per unit on the cluster (remote units first)."""
+    remote = [(b, s) for b, s in work if isinstance(b, ClusterModel)]
+    local = [(b, s) for b, s in work if not isinstance(b, ClusterModel)]
+    return (plan_units(remote, store, emotions, image_major=False)
+            + plan_units(local, store, emotions))
 
 
 class _PlanWork:
@@ -210,21 +224,10 @@ class _PlanWork:
         self.units = self._units(work) + self.ready()  # + those whose baseline was complete
 
     def _plan(self, item: WorkItem) -> list:
-        backend = self.backends.get(item.model_id, item.stimulus_set)
-        ss = self.backends.stimuli(item.stimulus_set)
-        labels = resolve_labels(item.condition, ss, self.store, backend.info.model_id,
-                                self.params.study.emotions)
-        return plan_condition(backend, ss, item.condition,
-                              item.condition.options(self.params.inference), self.store,
-                              batch_size=self.params.inference.batch_size, labels=labels)
+        return _plan_item(item, self.backends, self.params, self.store)[1]
 
     def _units(self, work: list) -> list[Unit]:
-        """Image-major units in this process; one batch per unit on the cluster."""
-        emotions = self.params.study.emotions
-        remote = [(b, s) for b, s in work if isinstance(b, ClusterModel)]
-        local = [(b, s) for b, s in work if not isinstance(b, ClusterModel)]
-        return (plan_units(remote, self.store, emotions, image_major=False)
-                + plan_units(local, self.store, emotions))
+        return _units(work, self.store, self.params.study.emotions)
 
     def ready(self, finished: Unit | None = None) -> list[Unit]:
         """After ``finished`` was committed: the waiting conditions whose baseline is now
