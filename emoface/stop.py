@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from emoface.errors import EmofaceError
 
@@ -30,12 +31,14 @@ def check() -> None:
         raise Interrupted()
 
 
-def sleep(seconds: float, *, until: threading.Event | None = None) -> None:
+def sleep(seconds: float, *, until: threading.Event | None = None,
+          early: Callable[[], bool] | None = None) -> None:
     """``time.sleep`` that ends early: raising :class:`Interrupted` on a stop request, or
-    returning once ``until`` is set."""
+    returning once ``until`` is set or ``early()`` says so (both looked at every 0.1 s)."""
     deadline = time.monotonic() + max(0.0, seconds)
+    watch = until is not None or early is not None
     while (left := deadline - time.monotonic()) > 0:
-        if STOP.wait(left if until is None else min(left, 0.1)):
+        if STOP.wait(min(left, 0.1) if watch else left):
             raise Interrupted()
-        if until is not None and until.is_set():
+        if (until is not None and until.is_set()) or (early is not None and early()):
             return

@@ -123,6 +123,9 @@ class Backend(ABC):
     #: set when waiting for a retry is pointless (e.g. the server was found down)
     wake: threading.Event | None = None
     _limiter_lock = threading.Lock()
+    _count_lock = threading.Lock()  # the slot counts below, of every backend
+    _waiting = 0  # conversations waiting for a slot
+    _in_use = 0  # slots held
 
     @property
     def limiter(self) -> threading.BoundedSemaphore:
@@ -142,13 +145,38 @@ class Backend(ABC):
     @contextmanager
     def slot(self) -> Iterator[None]:
         """Hold one of the ``max_concurrency`` slots for a conversation (see :meth:`backoff_sleep`)."""
-        with self.limiter:
-            held = self._slots_held()
-            held.n = getattr(held, "n", 0) + 1
-            try:
-                yield
-            finally:
-                held.n -= 1
+        self._take_slot()
+        held = self._slots_held()
+        held.n = getattr(held, "n", 0) + 1
+        try:
+            yield
+        finally:
+            held.n -= 1
+            self._give_slot()
+
+    def _take_slot(self) -> None:
+        with Backend._count_lock:
+            self._waiting += 1
+        try:
+            self.limiter.acquire()
+        except BaseException:
+            with Backend._count_lock:
+                self._waiting -= 1
+            raise
+        with Backend._count_lock:  # one step: a taker counts as waiting until it holds the slot
+            self._waiting -= 1
+            self._in_use += 1
+
+    def _give_slot(self) -> None:
+        with Backend._count_lock:
+            self._in_use -= 1
+        self.limiter.release()
+
+    def idle(self) -> bool:
+        """Whether a slot is free that no conversation is waiting for: nothing would use the
+        server's capacity if a conversation sleeping in a backoff took it now."""
+        with Backend._count_lock:
+            return self._waiting == 0 and self._in_use < max(1, self.max_concurrency)
 
     def _count_retries(self, n: int) -> None:
         """``n`` requests must be sent again (a failed one, or the answered turns of a
@@ -157,19 +185,25 @@ class Backend(ABC):
             for _ in range(n):
                 self.on_retry()
 
-    def backoff_sleep(self, seconds: float) -> None:
+    def backoff_sleep(self, seconds: float, early: Callable[[], bool] | None = None) -> None:
         """Sleep before a retry without holding this thread's slot, so a waiting conversation can
-        use the server meanwhile; the slot is taken back before the retry."""
+        use the server meanwhile; the slot is taken back before the retry.
+
+        With ``early`` (the caller's judgement that the server is answering), the sleep ends as
+        soon as ``early()`` holds while the backend is :meth:`idle`: a backoff gives the server's
+        capacity to other work, and when there is none left (the end of a run, when the last
+        conversations would otherwise hold everything up) retrying now takes nothing from anyone."""
         held = getattr(self._slots_held(), "n", 0) > 0
         if held:
-            self.limiter.release()
+            self._give_slot()
         try:
             # wakes (and raises Interrupted) when the run is interrupted, and returns early when
             # ``wake`` is set (the server was found down: the retry then fails at once)
-            stop.sleep(seconds, until=self.wake)
+            stop.sleep(seconds, until=self.wake,
+                       early=None if early is None else (lambda: self.idle() and early()))
         finally:
             if held:
-                self.limiter.acquire()
+                self._take_slot()
 
     def preflight(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Check quickly (seconds, no retries) that the backend can serve this model; raise

@@ -6,6 +6,12 @@ breaker. A backend only says which errors are which (:meth:`HttpRetries.call`'s 
   jitter (capped at 30 x ``backoff_s``), or the server's ``Retry-After`` when it asked for longer
   (:class:`RateLimited`). The wait is slept with :meth:`Backend.backoff_sleep`, which leaves the
   conversation's slot of ``max_concurrency`` to another conversation meanwhile.
+* A backoff ends early when the backend has a slot that no conversation is waiting for (nothing
+  else would use the server's capacity) and the server is answering (fewer than
+  ``EARLY_RETRY_FAILURES`` requests in a row have failed), unless the server asked to wait
+  (``Retry-After``). While there is other work, every backoff is slept in full; at the end of a
+  run, the last conversations do not hold it up for their backoffs of up to 30 x ``backoff_s``.
+  Against a server that is down the backoff is kept, so the breaker below opens as before.
 * Every failed request counts once as a request to send again (``Backend.on_retry``), the last
   attempt of an exhausted one too: the conversation is asked again later, so requests sent ==
   answers + counted retries, exactly.
@@ -42,6 +48,8 @@ from emoface.backends.base import (
 BREAKER_FAILURES = 16  # consecutive failed requests ...
 BREAKER_SECONDS = 3.0  # ... spanning at least this long open the breaker
 BREAKER_HOLD_S = 60.0  # an open breaker lets requests through again after this long
+#: a backoff may end early (the backend idle) only while fewer requests than this in a row failed
+EARLY_RETRY_FAILURES = 3
 #: conversation threads per slot of ``max_concurrency`` (``Backend.threads_per_slot``): a
 #: conversation sleeping in a backoff (about 1-30 x ``backoff_s``) leaves its slot, and at 30 %
 #: faults with a 1 s backoff a conversation spends about 20 times longer waiting than being
@@ -114,6 +122,10 @@ class CircuitBreaker:
         with self._lock:
             self._run = 0
 
+    def answering(self) -> bool:
+        """The server answered one of the last ``EARLY_RETRY_FAILURES`` requests."""
+        return self.open_reason is None and self._run < EARLY_RETRY_FAILURES
+
     def failure(self, err: Exception) -> None:
         """Count a failed request; open (and raise) once the server looks down."""
         now = time.monotonic()
@@ -183,6 +195,13 @@ class HttpRetries:
                  backoff_s: float) -> None:
         self.backend, self.breaker = backend, breaker
         self.retries, self.backoff_s = retries, backoff_s
+        self._asked_to_wait = threading.local()  # this thread's last failure was a 429
+
+    def _retry_early(self) -> bool:
+        return self.breaker.answering() and not getattr(self._asked_to_wait, "v", False)
+
+    def _sleep(self, seconds: float) -> None:
+        self.backend.backoff_sleep(seconds, early=self._retry_early)
 
     def call(self, classify: Callable[[Exception], Exception], fn: Callable[..., Any],
              *args: Any, **kwargs: Any) -> tuple[Any, int]:
@@ -201,7 +220,8 @@ class HttpRetries:
                     # (its conversation is asked again later), so requests sent == answers +
                     # counted retries exactly
                     self.backend._count_retries(1)
-                    if not isinstance(classified, RateLimited):
+                    self._asked_to_wait.v = isinstance(classified, RateLimited)
+                    if not self._asked_to_wait.v:
                         self.breaker.failure(classified)
                 raise classified from err
             self.breaker.success()
@@ -211,7 +231,7 @@ class HttpRetries:
             retry=retry_if_exception_type(TransientBackendError),
             stop=stop_after_attempt(self.retries + 1),
             wait=_Wait(self.backoff_s),
-            sleep=self.backend.backoff_sleep,
+            sleep=self._sleep,
             reraise=True,
         )
         state: dict[str, RetryCallState] = {}

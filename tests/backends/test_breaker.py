@@ -1,7 +1,8 @@
-"""The circuit breaker (emoface.backends.ollama): one per server in a process, so a server found
+"""The circuit breaker (emoface.backends.http): one per server in a process, so a server found
 down fails every backend calling it at once; conversations sleeping in a backoff wake and fail
 instead of sleeping it out; nothing is retried after it; in a long-lived process (a Dask worker)
-it lets requests through again after its hold time."""
+it lets requests through again after its hold time. And the backoff beside it: slept in full while
+other work can use the server, ended early when nothing else would and the server is answering."""
 
 from __future__ import annotations
 
@@ -79,3 +80,61 @@ def test_conversations_sleeping_in_a_backoff_wake_when_the_breaker_opens(small_s
     # a slot send nothing, and no request is sent twice (no retry went out)
     assert 16 <= len(reqs) <= 16 + 3
     assert len({json.dumps(r["messages"], sort_keys=True) for r in reqs}) == len(reqs)
+
+
+def test_a_backoff_ends_early_when_nothing_else_would_use_the_server(small_params):
+    emotions = small_params.study.emotions
+    turns = conversations("text_only", ["angry"], label="angry")[0]
+    opts = Condition().options(InferenceParams())
+    with FakeOllama(fail_first=1) as server:
+        # one conversation, its first request fails: a 60-120 s backoff, but the backend's only
+        # slot is free, nobody waits for it, and the server answered (1 failure in a row)
+        be = _backend(server.host, emotions, retries=1, backoff_s=60.0, concurrency=1)
+        out: dict = {}
+        t = threading.Thread(target=lambda: out.update(r=be.converse(None, turns, opts)),
+                             daemon=True)
+        t.start()
+        t.join(timeout=30)  # a bound for a hang (the backoff is 60 s), not a timing
+        assert not t.is_alive(), "the conversation slept out a backoff nobody else could use"
+        assert len(server.chat_requests()) == 1 + len(turns)
+        assert all(a.text for a in out["r"])
+
+
+def test_the_backoff_is_kept_while_the_server_fails_in_a_row(small_params):
+    with FakeOllama() as server:
+        be = _backend(server.host, small_params.study.emotions)
+        retries = be._retries
+        assert retries._retry_early()
+        for _ in range(2):  # 2 failures in a row: still answering
+            be.breaker.failure(TransientBackendError("500"))
+        assert retries._retry_early()
+        be.breaker.failure(TransientBackendError("500"))  # 3 in a row: keep the backoff
+        assert not retries._retry_early()
+        be.breaker.success()
+        assert retries._retry_early()
+
+
+def test_idle_means_a_free_slot_nobody_waits_for(small_params):
+    with FakeOllama() as server:
+        be = _backend(server.host, small_params.study.emotions, concurrency=2)
+        assert be.idle()
+        with be.slot():
+            assert be.idle()  # one of two slots free
+            with be.slot():
+                assert not be.idle()  # both held
+                entered, leave = threading.Event(), threading.Event()
+
+                def third():
+                    with be.slot():
+                        entered.set()
+                        leave.wait(10)
+
+                t = threading.Thread(target=third, daemon=True)
+                t.start()
+            # one slot was given back: the waiting conversation takes it, and until it holds
+            # it the backend is not idle either
+            assert entered.wait(10)
+            assert not be.idle()
+            leave.set()
+            t.join(10)
+        assert be.idle()

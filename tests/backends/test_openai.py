@@ -169,11 +169,18 @@ def test_429_waits_at_least_retry_after_and_does_not_trip_the_breaker(small_para
         _ = be.info  # the probe, before the faults start
         server.fault_rate = 1.0
         slept: list[float] = []
-        be.backoff_sleep = slept.append  # record the waits instead of sleeping them
+        cut_short: list[bool] = []
+
+        def record(seconds, early=None):  # record the waits instead of sleeping them
+            slept.append(seconds)
+            cut_short.append(early())
+
+        be.backoff_sleep = record
         turns = conversations("text_only", ["angry"], label="angry")[0]
         with pytest.raises(TransientBackendError, match="rate limited"):
             be.converse(None, turns, Condition().options(InferenceParams()))
     assert slept and min(slept) >= 7.0  # the server's Retry-After, over a 0.01 s backoff
+    assert not any(cut_short)  # and never cut short: the server asked to wait
     assert be.breaker.open_reason is None
 
 
