@@ -8,7 +8,8 @@ against a fault-free server and once against one where ``--fault-rate`` of the c
 the client timeout). Reported:
 
 * ``throughput_ratio`` = faulty answers/s over fault-free answers/s (target >= 0.8 at 30 % with the
-  default backoff: conversations of later batches use the slots of those backing off);
+  default backoff: conversations of later batches use the slots of those backing off, and at the
+  end of the run, with nothing else left, a backoff ends early while the server is answering);
 * ``requests_per_answer`` = chat requests the faulty server received per answer (target <= 1.5;
   1 / (1 - 0.3) = 1.43 is the floor when every fault costs exactly one request);
 * ``rows_identical``: the faulty run's rows equal the fault-free run's (latency and attempt
