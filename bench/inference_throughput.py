@@ -14,10 +14,13 @@ Ollama server (``tests/fake_ollama.py``, ``--latency`` per chat request, default
 1,440 embedded stimuli. Reported: chat requests per second between the first and the last
 request the server received, over its capacity (``capacity / latency``: 80 calls/s by default);
 target >= 0.9. The windows of five seconds in which the server got under half its capacity are
-counted too (scheduling gaps).
+counted too (scheduling gaps). ``--fault-rate 0.3`` makes that share of the server's chat requests
+fail (HTTP 500 or a dropped connection) and counts answered requests only, at the default backoff:
+the flow's answers per second at 30 % faults over the same capacity (compare with a fault-free
+run of the same command).
 
     python bench/inference_throughput.py [--latency 0.015] [--json]
-    python bench/inference_throughput.py --flow [--latency 0.05] [--priority 1] [--json]
+    python bench/inference_throughput.py --flow [--latency 0.05] [--priority 1] [--fault-rate 0.3] [--json]
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ def main() -> int:
     ap.add_argument("--priority", type=int, default=1, help="with --flow: the selection")
     ap.add_argument("--stimuli-per-cell", type=int, default=60,
                     help="with --flow: identities per race x gender (60: the 1,440 stimuli)")
+    ap.add_argument("--fault-rate", type=float, default=0.0,
+                    help="with --flow: share of chat requests that fail (500 or a dropped connection)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.flow:
@@ -128,7 +133,9 @@ def flow_throughput(args) -> int:
     env.update(PREFECT_HOME=str(tmp / "prefect-home"), DO_NOT_TRACK="1",
                PREFECT_RESULTS_LOCAL_STORAGE_PATH=str(tmp / "prefect-results"),
                PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    with FakeOllama(latency_s=latency) as server:
+    faults = ({"fault_rate": args.fault_rate, "faults": ("500", "drop"), "seed": 11}
+              if args.fault_rate else {})
+    with FakeOllama(latency_s=latency, **faults) as server:
         env["OLLAMA_HOST"] = server.host
         t0 = time.perf_counter()
         proc = subprocess.run(
@@ -138,19 +145,23 @@ def flow_throughput(args) -> int:
             text=True, timeout=3600)
         wall = time.perf_counter() - t0
         times = sorted(r["_t"] for r in server.chat_requests())
+        failed = len(server.fault_log)
     if proc.returncode != 0 or len(times) < 2:
         print(f"the flow failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", file=sys.stderr)
         return 1
     span = times[-1] - times[0]
     capacity = args.capacity / latency
-    rate = len(times) / span
+    answered = len(times) - failed
+    rate = answered / span
     engine = _engine_rate(tmp, latency, args.capacity)  # the same server, in process
     windows = [0] * (int(span // 5) + 1)
     for t in times:
         windows[int((t - times[0]) // 5)] += 1
     full = windows[:-1]  # the last window is partial
     low = sum(1 for n in full if n / 5 < capacity / 2)
-    out = {"mode": "flow", "priority": args.priority, "calls": len(times), "latency_s": latency,
+    out = {"mode": "flow", "priority": args.priority, "calls": answered, "latency_s": latency,
+           "fault_rate": args.fault_rate, "requests": len(times),
+           "requests_per_answer": round(len(times) / answered, 3),
            "capacity_calls_per_s": capacity, "flow_wall_s": round(wall, 1),
            "inference_window_s": round(span, 1), "calls_per_s": round(rate, 1),
            "of_capacity": round(rate / capacity, 3), "windows_5s": len(full),
@@ -159,7 +170,9 @@ def flow_throughput(args) -> int:
            "engine_of_capacity": round(engine / capacity, 3),
            "flow_over_engine": round(rate / engine, 3),
            "targets": {"of_capacity_min": 0.9}}
-    line = (f"flow --priority {args.priority}: {len(times)} calls at {latency * 1000:.0f} ms, "
+    line = (f"flow --priority {args.priority}: {answered} calls at {latency * 1000:.0f} ms"
+            + (f" ({len(times)} requests at {args.fault_rate:.0%} faults)" if failed else "")
+            + ", "
             f"capacity {capacity:.0f} calls/s: {rate:.1f} calls/s over the inference window "
             f"({span:.1f} s of {wall:.1f} s) = {out['of_capacity']:.3f} of capacity; "
             f"{low} of {len(full)} five-second windows under half capacity; the in-process "
