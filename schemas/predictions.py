@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Optional
+from typing import Optional, get_args
 
 import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.types import PolarsData
 
+from emoface.inference.conditions import LabelSource
 from emoface.parsing import STATUSES
 
 EMOTION_STATUSES = (*STATUSES, "not_asked")
 PROTOCOLS = ("context_carry", "single_shot", "text_only")
 ROW_SOURCES = ("native", "imported")
+LABEL_SOURCES = get_args(LabelSource)
 
 
 class PredictionsSchema(pa.DataFrameModel):
@@ -22,7 +24,7 @@ class PredictionsSchema(pa.DataFrameModel):
     protocol: str = pa.Field(isin=list(PROTOCOLS))
     temperature: float = pa.Field(ge=0.0, le=2.0)
     repeat: int = pa.Field(ge=1)
-    label_source: str = pa.Field(nullable=True, isin=["baseline", "intended"])
+    label_source: str = pa.Field(nullable=True, isin=list(LABEL_SOURCES))
     label_given: str = pa.Field(nullable=True)
     model_id: str = pa.Field(str_matches=r"^[a-z]+/.+")
     backend: str
