@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Optional, get_args
+from typing import Optional
 
 import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.types import PolarsData
 
-from emoface.inference.conditions import LabelSource
 from emoface.parsing import STATUSES
 
 EMOTION_STATUSES = (*STATUSES, "not_asked")
 PROTOCOLS = ("context_carry", "single_shot", "text_only")
 ROW_SOURCES = ("native", "imported")
-LABEL_SOURCES = get_args(LabelSource)
+# emoface.inference.conditions.LabelSource's values, restated: the schemas import nothing of
+# emoface.inference (so the stimuli stage's DVC deps stay small); a test checks they agree
+LABEL_SOURCES = ("baseline", "intended")
 
 
 class PredictionsSchema(pa.DataFrameModel):

@@ -134,6 +134,9 @@ BASELINE_WORD_ALLOWED = {
     # the label source's value: part of stored condition ids (text_only-baseline_t0_r1) and of
     # the rows' label_source column; Condition.labels_from turns it into the condition it names
     "emoface/inference/conditions.py",
+    # the predictions column's allowed values (LabelSource's, restated: the schemas import no
+    # emoface.inference, so the stimuli stage's DVC deps stay small; checked below)
+    "schemas/predictions.py",
     # DVC's own word: an experiment's baseline revision (DVC_EXP_BASELINE_REV), not the ablation
     "tasks/monitor.py",
 }
@@ -164,6 +167,12 @@ def test_the_baseline_is_named_only_in_the_ablations_package():
     outside = {f for f in named if not f.startswith("emoface/ablations/")}
     assert outside <= BASELINE_WORD_ALLOWED, sorted(outside - BASELINE_WORD_ALLOWED)
     assert "emoface/ablations/baseline.py" in named  # the detector still sees its own module
+    from typing import get_args
+
+    from emoface.inference.conditions import LabelSource
+    from schemas.predictions import LABEL_SOURCES
+
+    assert LABEL_SOURCES == get_args(LabelSource)
 
 
 def test_the_baseline_is_an_ablation_of_the_registry():
