@@ -22,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
-from emoface.ablations import BASELINE, Plan, WorkItem
+from emoface.ablations import Plan, WorkItem, baseline_ablation
 from emoface.backends import ModelRef, backend_concurrency
 from emoface.backends.base import StimulusInput
 from emoface.config import Params
@@ -39,12 +39,11 @@ from emoface.inference.store import (
 from emoface.paths import DataPaths
 from emoface.prompts import EMOTION_QUESTION
 
-#: seconds the baseline's analysis takes on the embedded set when it never ran in this data
-#: folder (each ablation states its own: ``Ablation.analysis_seconds``), and the report's. The
-#: stated defaults are the CPU seconds each took here (default parameters, 1,440 stimuli; on a
-#: quiet machine about its wall time, on a loaded one more: A8 18 s CPU took 71-185 s at load
-#: 10-25 on 2 cores); a run records its own time and the next dry run uses that
-DEFAULT_BASELINE_ANALYSIS_S = 2.0
+#: seconds the report takes when an analysis never ran in this data folder (each analysis, the
+#: baseline's included, states its own: ``Ablation.analysis_seconds``). The stated defaults are the
+#: CPU seconds each took here (default parameters, 1,440 stimuli; on a quiet machine about its
+#: wall time, on a loaded one more: A8 18 s CPU took 71-185 s at load 10-25 on 2 cores); a run
+#: records its own time and the next dry run uses that
 DEFAULT_REPORT_S = 5.0
 #: backends that are not a real VLM: the simulator, and the FER classifier (real, but it runs
 #: beside simulated VLMs too, so it alone does not make a plan "real"); every other backend in
@@ -72,17 +71,17 @@ def _labels(item: WorkItem, manifest: pl.DataFrame, params: Params,
     """Text-only labels as the run would give them; False when they cannot be known yet."""
     from emoface.inference.engine import baseline_labels
 
-    source = item.condition.label_source
-    if source is None:
+    if item.condition.label_source is None:
         return None
-    if source == "intended":
+    source = item.depends_on
+    if source is None:
         return dict(manifest.select("stimulus_id", "emotion").iter_rows())
     store = PredictionStore(data.root)
     try:
-        base = store.read(store.condition_dir(item.stimulus_set, BASELINE.condition_id,
+        base = store.read(store.condition_dir(item.stimulus_set, source.condition.condition_id,
                                               item.model_id), params.study.emotions)
     except EmofaceError:
-        return False  # the baseline is not complete: nothing of this condition can be current
+        return False  # the answers it needs are not complete: nothing of it can be current
     return baseline_labels(base)
 
 
@@ -202,8 +201,6 @@ def analysis_seconds(aid: str, data: DataPaths) -> tuple[float, str]:
             return seconds, "measured"
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    if aid == "baseline":
-        return DEFAULT_BASELINE_ANALYSIS_S, "default"
     from emoface.ablations import get
 
     return get(aid).analysis_seconds, "default"
@@ -213,13 +210,10 @@ def _analyses_to_run(plan: Plan, params: Params, data: DataPaths,
                      pending: set[tuple]) -> list[str]:
     """The analyses a run would compute: every one whose inputs still need calls, or whose
     recorded key no longer matches (results missing, inputs, parameters or code changed)."""
-    from emoface.ablations import baseline_items
     from emoface.uptodate import analysis_is_current, analysis_key
 
-    work = {"baseline": baseline_items(params, plan.models),
-            **{a: plan.per_ablation[a] for a in plan.ablations}}
     todo = []
-    for aid, items in work.items():
+    for aid, items in plan.analyses(params).items():
         if any(it.key in pending for it in items) or not analysis_is_current(
                 aid, analysis_key(aid, params, data, plan.models, items), data):
             todo.append(aid)
@@ -260,7 +254,7 @@ def summarize(plan: Plan, params: Params, data: DataPaths,
         done_total += done
         conditions.append({
             "kind": it.kind, "stimulus_set": it.stimulus_set, "model_id": it.model_id,
-            "condition_id": it.key[3], "needed_by": needed_by.get(it.key, ["baseline"]),
+            "condition_id": it.key[3], "needed_by": needed_by.get(it.key, [baseline_ablation().id]),
             "calls": c, "calls_done": done, "calls_per_stimulus": it.calls_per_stimulus(),
             "stimuli_known": sizes[it.stimulus_set] is not None,
         })

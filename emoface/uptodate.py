@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from emoface import __version__
-from emoface.ablations import Plan, WorkItem, baseline_items
+from emoface.ablations import Plan, WorkItem, with_baseline
 from emoface.config import Params
 from emoface.errors import DataError, EmofaceError
 from emoface.inference import batchfiles
@@ -128,7 +128,7 @@ def report_key(data: DataPaths, ablation_ids: Sequence[str], data_files: Sequenc
     h = hashlib.sha256(json.dumps({"ids": list(ablation_ids), "code": code_version(),
                                    "code_hash": analysis_code_hash(),
                                    "versions": numerical_versions()}, sort_keys=True).encode())
-    for aid in ["baseline", *ablation_ids]:
+    for aid in with_baseline(ablation_ids):
         m = _metrics(data, aid)
         h.update(f"{aid}:{sha256_file(m) if m.exists() else '-'}|".encode())
     for f in data_files:
@@ -226,11 +226,9 @@ def nothing_to_do(plan: Plan, params: Params, data: DataPaths, *, inference: boo
     every batch against its full key (backends asked for their model digests, checksums)."""
     if inference and calls_remaining:
         return None
-    base = baseline_items(params, plan.models)
-    work = {"baseline": base, **{a: plan.per_ablation[a] for a in plan.ablations}}
     outcomes = {}
     if analyses:
-        for aid, items in work.items():
+        for aid, items in plan.analyses(params).items():
             if not analysis_is_current(aid, analysis_key(aid, params, data, plan.models, items),
                                        data):
                 return None

@@ -37,10 +37,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--models", help="comma-separated backend/model ids (default: params.yaml)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan; run nothing")
     ap.add_argument("--json", action="store_true", help="print the plan / run summary as JSON")
+    from emoface.inference.remote import CLUSTER_BACKENDS
+
     ap.add_argument("--dask", metavar="ADDRESS",
-                    help="run Ollama/MLX inference batches on this Dask scheduler, e.g. "
-                         "tcp://HOST:8786 (default: execution.dask in params.yaml; README: More "
-                         "than one machine)")
+                    help=f"run the inference batches of {'/'.join(CLUSTER_BACKENDS)} models on "
+                         "this Dask scheduler, e.g. tcp://HOST:8786 (default: execution.dask in "
+                         "params.yaml; README: More than one machine)")
     ap.add_argument("--stage", choices=["all", "inference", "analyses"], default="all")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--data", type=Path, default=Path("data"))

@@ -13,8 +13,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, tags, task
 from prefect.cache_policies import NO_CACHE
 
-from emoface.ablations import REGISTRY, Plan, WorkItem, baseline_items
-from emoface.ablations.base import BASELINE
+from emoface.ablations import REGISTRY, Plan, WorkItem, baseline_ablation
 from emoface.backends import Backend, make_backend
 from emoface.backends.base import ServerDown
 from emoface.config import Params
@@ -133,8 +132,9 @@ def run_items(items: list[WorkItem], backends: _Backends, params: Params, data: 
     """Run the work items' missing batches through the scheduler; returns the backend calls
     made. Batches are planned and verified once; those of one model that share a first turn
     run image-major as one task; each batch is a Prefect task (or, with a cluster, computed on
-    a worker) and committed as it finishes. Conditions that give the model its own baseline
-    labels are planned once that baseline is committed."""
+    a worker) and committed as it finishes. Work items that need another's committed
+    predictions (:attr:`WorkItem.depends_on`: text-only with the model's own labels) are
+    planned once those are committed."""
     logger = get_run_logger()
     store = PredictionStore(data.root)
     calls = 0
@@ -151,8 +151,8 @@ def run_items(items: list[WorkItem], backends: _Backends, params: Params, data: 
             logger.info("%s: hidden states of %s: %d layer files", context, item.model_id, n)
             monitor.finished(f"hidden states {item.model_id}", None)
     predictions = [i for i in items if i.kind == "predictions"]
-    for phase in ([i for i in predictions if i.condition.label_source != "baseline"],
-                  [i for i in predictions if i.condition.label_source == "baseline"]):
+    for phase in ([i for i in predictions if i.depends_on is None],
+                  [i for i in predictions if i.depends_on is not None]):
         calls += _run_phase(phase, backends, params, data, store, context)
     for item in predictions:
         logger.info("%s: %s done", context, item.label)
@@ -163,8 +163,7 @@ def _run_phase(items: list[WorkItem], backends: _Backends, params: Params, data:
                store: PredictionStore, context: str) -> int:
     units = _units([_plan_item(item, backends, params, store) for item in items], store,
                    params.study.emotions)
-    remote = [u for u in units if isinstance(u.backend, ClusterModel)]
-    units = [u for u in units if not isinstance(u.backend, ClusterModel)]
+    remote, units = _split_remote(units)
     calls = 0
     if remote:  # computed on the workers, committed here
         calls += _run_cluster().run_units(remote, store, params.inference,
@@ -187,11 +186,20 @@ def _plan_item(item: WorkItem, backends: _Backends, params: Params,
                                    batch_size=params.inference.batch_size, labels=labels)
 
 
+def _split_remote(work: list, backend=lambda unit: unit.backend) -> tuple[list, list]:
+    """(computed on the cluster, run here): the run's one decision of where work runs. With
+    ``--dask`` a model the workers serve has a :class:`~tasks.cluster.ClusterModel` backend
+    (:meth:`_Backends.get`): its batches are computed on a worker and committed here; every other
+    batch runs in this process as a Prefect task. ``backend``: a work entry's backend (default:
+    a :class:`Unit`'s)."""
+    remote = [w for w in work if isinstance(backend(w), ClusterModel)]
+    return remote, [w for w in work if not isinstance(backend(w), ClusterModel)]
+
+
 def _units(work: list, store: PredictionStore, emotions) -> list[Unit]:
     """The scheduler's units of (backend, specs) work: image-major in this process, one batch
     per unit on the cluster (remote units first)."""
-    remote = [(b, s) for b, s in work if isinstance(b, ClusterModel)]
-    local = [(b, s) for b, s in work if not isinstance(b, ClusterModel)]
+    remote, local = _split_remote(work, backend=lambda entry: entry[0])
     return (plan_units(remote, store, emotions, image_major=False)
             + plan_units(local, store, emotions))
 
@@ -199,29 +207,29 @@ def _units(work: list, store: PredictionStore, emotions) -> list[Unit]:
 class _PlanWork:
     """The prediction batches of the whole plan that can run before any subflow (their stimulus
     set is present), deduplicated, in plan order, as the scheduler's units. A text-only
-    condition that gives the model its own baseline labels waits until every batch of that
-    baseline is committed; it then joins the queue (:meth:`ready`)."""
+    work item that needs another's predictions (:attr:`WorkItem.depends_on`: text-only with the
+    model's own labels) waits until every batch of those is committed; it then joins the queue
+    (:meth:`ready`)."""
 
     def __init__(self, items: list[WorkItem], backends: _Backends, params: Params,
                  data: DataPaths) -> None:
         self.backends, self.params, self.data = backends, params, data
         self.store = PredictionStore(data.root)
         self.committed: set[str] = set()
-        self.waiting: list[tuple[WorkItem, set[str]]] = []  # (item, baseline keys it needs)
+        self.waiting: list[tuple[WorkItem, set[str]]] = []  # (item, batch keys it waits for)
         planned: dict[tuple, list] = {}
         work = []
         for item in dict((i.key, i) for i in items if i.kind == "predictions"
                          and data.stimulus_set(i.stimulus_set).manifest.exists()).values():
-            if item.condition.label_source == "baseline":
-                base = planned.get(("predictions", item.stimulus_set, item.model_id,
-                                    BASELINE.condition_id))
-                if base is not None:  # else its ablation's subflow runs it once the baseline is
-                    self.waiting.append((item, {s.key for s in base if not self.store.is_done(
+            if item.depends_on is not None:
+                needed = planned.get(item.depends_on.key)
+                if needed is not None:  # else its ablation's subflow runs it once that is done
+                    self.waiting.append((item, {s.key for s in needed if not self.store.is_done(
                         s.folder, s.index, s.key)}))
                 continue
             planned[item.key] = self._plan(item)
             work.append((self.backends.get(item.model_id, item.stimulus_set), planned[item.key]))
-        self.units = self._units(work) + self.ready()  # + those whose baseline was complete
+        self.units = self._units(work) + self.ready()  # + those whose inputs were complete
 
     def _plan(self, item: WorkItem) -> list:
         return _plan_item(item, self.backends, self.params, self.store)[1]
@@ -230,8 +238,8 @@ class _PlanWork:
         return _units(work, self.store, self.params.study.emotions)
 
     def ready(self, finished: Unit | None = None) -> list[Unit]:
-        """After ``finished`` was committed: the waiting conditions whose baseline is now
-        complete (every batch of it that was missing when planned is committed)."""
+        """After ``finished`` was committed: the waiting items whose inputs are now complete
+        (every batch of them that was missing when planned is committed)."""
         if finished is not None:
             self.committed.update(s.key for s in finished.specs)
         out = []
@@ -260,7 +268,7 @@ def inference_flow(items: list[WorkItem], params: Params, data_root: str, models
     try:
         plan = _PlanWork(items, _run_backends(), params, data)
         with monitor.subflow_progress("inference"):
-            remote = [u for u in plan.units if isinstance(u.backend, ClusterModel)]
+            remote, local = _split_remote(plan.units)
             if remote:
                 cluster = _run_cluster()
                 before = cluster.calls
@@ -269,7 +277,6 @@ def inference_flow(items: list[WorkItem], params: Params, data_root: str, models
                                       "inference", more=plan.ready)
                 finally:
                     calls += cluster.calls - before
-            local = [u for u in plan.units if not isinstance(u.backend, ClusterModel)]
             if local:
                 _schedule_here(local, store, here, more=plan.ready)
     except (ModelDigestMismatch, ClusterError):
@@ -290,7 +297,7 @@ def _schedule_here(units: list[Unit], store: PredictionStore, executor: PrefectE
     window, room = window_for(units)
 
     def joined(finished: Unit) -> list[Unit]:
-        new = [u for u in more(finished) if not isinstance(u.backend, ClusterModel)]
+        new = _split_remote(more(finished))[1]
         sweep(new, store)
         monitor.expect(sum(len(u.specs) for u in new))
         return new
@@ -314,10 +321,15 @@ def _run_cluster() -> Cluster:
     return _RUN["cluster"]
 
 
-@flow(name="baseline", flow_run_name="baseline | {models_label}")
+_BASELINE_ID = baseline_ablation().id  # its subflow's name (Prefect names a flow when defined)
+
+
+@flow(name=_BASELINE_ID, flow_run_name=f"{_BASELINE_ID} | {{models_label}}")
 def baseline_flow(items: list[WorkItem], params: Params, data_root: str, models_label: str) -> int:
-    with monitor.subflow_progress("baseline"):
-        return run_items(items, _run_backends(), params, DataPaths(Path(data_root)), "baseline")
+    """The baseline's inference (its analysis runs as a task of the whole run, before the
+    ablations' subflows)."""
+    with monitor.subflow_progress(_BASELINE_ID):
+        return run_items(items, _run_backends(), params, DataPaths(Path(data_root)), _BASELINE_ID)
 
 
 @flow(name="ablation", flow_run_name="{ablation_id} {name}")
@@ -385,15 +397,16 @@ def _ablations(plan: Plan, params: Params, data_root: str, selection: str, infer
     logger = get_run_logger()
     data = DataPaths(Path(data_root))
     failures, summaries, by_flow = [], [], {}  # by_flow: backend calls made in each subflow
-    base = baseline_items(params, plan.models)
+    work = plan.analyses(params)  # the baseline's first
+    base = work[_BASELINE_ID]
     with _this_run(params, data, inference):
         if inference:
             stimuli_task(params, data_root, params.stimuli.set_name)
-            every = base + [i for aid in plan.ablations for i in plan.per_ablation[aid]]
+            every = [i for items in work.values() for i in items]
             by_flow["inference"] = inference_flow(every, params, data_root, ",".join(plan.models))
-            by_flow["baseline"] = baseline_flow(base, params, data_root, ",".join(plan.models))
+            by_flow[_BASELINE_ID] = baseline_flow(base, params, data_root, ",".join(plan.models))
         if analyses:
-            summaries.append(analysis_task("baseline", params, data_root, plan.models, base))
+            summaries.append(analysis_task(_BASELINE_ID, params, data_root, plan.models, base))
         for aid in plan.ablations:
             try:
                 s = ablation_flow(aid, REGISTRY[aid].name, plan.per_ablation[aid], params,

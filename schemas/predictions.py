@@ -15,6 +15,9 @@ from emoface.parsing import STATUSES
 EMOTION_STATUSES = (*STATUSES, "not_asked")
 PROTOCOLS = ("context_carry", "single_shot", "text_only")
 ROW_SOURCES = ("native", "imported")
+# emoface.inference.conditions.LabelSource's values, restated: the schemas import nothing of
+# emoface.inference (so the stimuli stage's DVC deps stay small); a test checks they agree
+LABEL_SOURCES = ("baseline", "intended")
 
 
 class PredictionsSchema(pa.DataFrameModel):
@@ -22,7 +25,7 @@ class PredictionsSchema(pa.DataFrameModel):
     protocol: str = pa.Field(isin=list(PROTOCOLS))
     temperature: float = pa.Field(ge=0.0, le=2.0)
     repeat: int = pa.Field(ge=1)
-    label_source: str = pa.Field(nullable=True, isin=["baseline", "intended"])
+    label_source: str = pa.Field(nullable=True, isin=list(LABEL_SOURCES))
     label_given: str = pa.Field(nullable=True)
     model_id: str = pa.Field(str_matches=r"^[a-z]+/.+")
     backend: str

@@ -10,7 +10,7 @@ import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.types import PolarsData
 
-from schemas.predictions import EMOTION_STATUSES, PROTOCOLS, ROW_SOURCES
+from schemas.predictions import EMOTION_STATUSES, LABEL_SOURCES, PROTOCOLS, ROW_SOURCES
 
 _SHA = r"^[0-9a-f]{64}$"
 
@@ -24,7 +24,7 @@ class AnswersExportSchema(pa.DataFrameModel):
     protocol: str = pa.Field(isin=list(PROTOCOLS))
     temperature: float = pa.Field(ge=0.0, le=2.0)
     repeat: int = pa.Field(ge=1)
-    label_source: str = pa.Field(nullable=True, isin=["baseline", "intended"])
+    label_source: str = pa.Field(nullable=True, isin=list(LABEL_SOURCES))
     label_given: str = pa.Field(nullable=True)
     stimulus_id: str
     stimulus_file: str

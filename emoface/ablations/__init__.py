@@ -7,6 +7,12 @@ imported by name on first use (module bodies are light; analysis code loads insi
 Tiers, execution order, the dry-run plan, the flow, the report, the figures and the params section
 ``ablations`` all follow from the registry; an unknown id is an error listing the known ones.
 
+The baseline (``baseline.py``, every study model and FER classifier at context-carry, T = 0) is
+an :class:`Ablation` too, with the same declarations; it is not a selectable id (every run does
+it), so :func:`registry`, :func:`known_ids` and the tiers leave it out, while :func:`get` returns
+it and :func:`with_baseline` puts it first wherever results are listed (analyses, the report,
+its key, the export's ``--only``).
+
 Adding an ablation: write ``emoface/ablations/aNN_name.py`` with ``ABLATION = Ablation(...)`` and
 add its module name to :data:`MODULES`.
 
@@ -33,9 +39,9 @@ if TYPE_CHECKING:
     from emoface.analysis.context import AnalysisContext
     from emoface.config import Params
 
-__all__ = ["BASELINE", "MODULES", "Ablation", "Plan", "WorkItem", "baseline_items", "build_plan",
-           "execution_order", "get", "known_ids", "params_model", "registry", "run_analysis", "select",
-           "tiers", "work_for"]
+__all__ = ["BASELINE", "MODULES", "Ablation", "Plan", "WorkItem", "baseline_ablation",
+           "baseline_items", "build_plan", "execution_order", "get", "known_ids", "params_model",
+           "registry", "run_analysis", "select", "tiers", "with_baseline", "work_for"]
 
 # The plan's execution order (A5, A8, A1, A2, A3, A6, A4, A7, A9), then the project's own.
 MODULES: tuple[str, ...] = (
@@ -64,13 +70,30 @@ def registry() -> dict[str, Ablation]:
     return found
 
 
+@cache
+def baseline_ablation() -> Ablation:
+    """The baseline (``baseline.py``): the analysis every ablation is read against."""
+    spec = importlib.import_module(f"{__name__}.baseline").ABLATION
+    if spec.id in registry():
+        raise ValueError(f"ablation id {spec.id} is declared twice (emoface/ablations/baseline.py)")
+    return spec
+
+
+def with_baseline(ablation_ids: Sequence[str]) -> list[str]:
+    """The baseline's id, then ``ablation_ids``: every analysis a selection writes results for."""
+    return [baseline_ablation().id, *ablation_ids]
+
+
 def known_ids() -> list[str]:
     """Registered ids in numeric order (A1, A2, ..., A10, A11)."""
     return sorted(registry(), key=_id_number)
 
 
 def get(ablation_id: str) -> Ablation:
-    """The ablation with this id; an unknown id is an error listing the known ones."""
+    """The ablation with this id (the baseline's included); an unknown id is an error listing
+    the known ones."""
+    if ablation_id == baseline_ablation().id:
+        return baseline_ablation()
     try:
         return registry()[ablation_id]
     except KeyError:
@@ -141,9 +164,7 @@ def work_for(ablation_id: str, params: Params, models: Sequence[str]) -> list[Wo
 
 
 def run_analysis(ablation_id: str, ctx: AnalysisContext) -> AblationResult:
-    """Run one analysis by id ("baseline" is the study models' and FER classifiers' tables)."""
-    if ablation_id == "baseline":  # loaded like the ablation modules (imports stay lazy)
-        return importlib.import_module(f"{__name__}.baseline").analysis(ctx)
+    """Run one analysis by id (the baseline's included)."""
     return get(ablation_id).analysis(ctx)
 
 
@@ -154,11 +175,16 @@ class Plan:
     per_ablation: dict[str, list[WorkItem]] = field(default_factory=dict)
     unique: list[WorkItem] = field(default_factory=list)
 
+    def analyses(self, params: Params) -> dict[str, list[WorkItem]]:
+        """Every analysis the plan writes results for (the baseline first) -> the work it reads."""
+        base = baseline_ablation()
+        return {base.id: base.work(params, self.models), **self.per_ablation}
+
 
 def build_plan(params: Params, ablation_ids: Sequence[str], models: Sequence[str]) -> Plan:
     plan = Plan(list(ablation_ids), list(models))
     seen: dict[tuple, WorkItem] = {}
-    for item in baseline_items(params, models):
+    for item in baseline_ablation().work(params, models):
         seen.setdefault(item.key, item)
     for a in ablation_ids:
         items = work_for(a, params, models)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import Field
@@ -23,7 +23,7 @@ from emoface.ablations.report_spec import (
     rows,
 )
 from emoface.config import _Frozen
-from emoface.inference.conditions import Condition
+from emoface.inference.conditions import Condition, LabelSource
 
 if TYPE_CHECKING:
     from emoface.analysis.common import AblationResult
@@ -36,7 +36,7 @@ R_HIGH = 0.7  # a "high" label-only correlation (descriptive only since the marg
 class A1Params(_Frozen):
     """``ablations.A1``: where the label comes from, and the equivalence margin."""
 
-    label_source: Literal["baseline", "intended"] = "baseline"
+    label_source: LabelSource = "baseline"
     # equivalence margin for r(human, image) - r(human, label-only) (docs/analysis-plan.md)
     margin: float = Field(0.05, gt=0, lt=1, allow_inf_nan=False)
 

@@ -53,6 +53,15 @@ class WorkItem:
         cid = self.condition.condition_id if self.condition else "hidden_states"
         return f"{self.model_id} {cid} [{self.stimulus_set}]"
 
+    @property
+    def depends_on(self) -> WorkItem | None:
+        """The work item whose committed predictions this one needs before it can be planned
+        (text-only with the model's own labels: that model's answers in the condition they come
+        from, on the same set), or None."""
+        source = self.condition.labels_from if self.condition is not None else None
+        return (None if source is None
+                else WorkItem("predictions", self.stimulus_set, self.model_id, source))
+
     def calls_per_stimulus(self) -> int:
         if self.condition is None or self.model_id.startswith("fer/"):
             return 1  # one forward pass: hidden states, or a classifier's prediction
@@ -89,6 +98,12 @@ class Ablation:
     folder)`` writes PNGs and returns their paths; ``params`` is the pydantic model of the
     ``ablations.<id>`` section of params.yaml (None: the ablation has no parameters);
     ``report`` its summary question, decision rows and section tables.
+
+    The baseline (``emoface/ablations/baseline.py``) is one too, the analysis every ablation is
+    read against: it ``decides`` nothing (no hypothesis, no row in the report's summary) and
+    overrides :attr:`title`; the registry returns it with :func:`emoface.ablations.get` and lists
+    it first in :func:`emoface.ablations.with_baseline`, so no code outside this package asks for
+    it by name.
     """
 
     id: str
@@ -112,6 +127,14 @@ class Ablation:
     # parameters: the dry run's estimate until it has run in this data folder (then the time it
     # took there is used)
     analysis_seconds: float = 30.0
+    # whether it tests a hypothesis: a row in the report's summary, its decision rule and a
+    # "could it have told?" line (False: it describes, as the baseline does)
+    decides: bool = True
+
+    @property
+    def title(self) -> str:
+        """Its section's heading in the report."""
+        return f"{self.id}: {self.name} — paper: {self.paper_section}"
 
 
 def baseline_items(params: Params, models: Sequence[str]) -> list[WorkItem]:

@@ -1,14 +1,23 @@
-"""The baseline analysis: the study models and the FER classifier(s) side by side (context-carry,
-T = 0), the tables every ablation's figures are read against.
+"""The baseline: the study models and the FER classifier(s) side by side (context-carry, T = 0),
+the tables every ablation's figures are read against.
 
-Loaded by the registry like the ablation modules (:func:`emoface.ablations.run_analysis`), with
-its analysis code imported inside the function, so that planning a run stays light and the
-registry never imports the analysis package (no import cycle through ``emoface.config``).
+An :class:`~emoface.ablations.base.Ablation` like the others (its work, analysis, figures,
+headline, report tables and analysis time are declared here), returned by the registry
+(:func:`emoface.ablations.get`, :func:`emoface.ablations.with_baseline`) but not among the
+selectable ids: every run does it. It decides nothing, so it has no row in the report's summary;
+its section heading is its name. Its analysis code is imported inside the functions, so that
+planning a run stays light and the registry never imports the analysis package (no import cycle
+through ``emoface.config``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from emoface.ablations.base import Ablation, Headline, baseline_items
+from emoface.ablations.report_spec import MODEL, Col, ReportSpec, View, ci
 
 if TYPE_CHECKING:
     from emoface.analysis.common import AblationResult
@@ -58,3 +67,41 @@ def analysis(ctx: AnalysisContext) -> AblationResult:
                                                   "arousal_within_category_sd")},
         simulated=bool(table["simulated"].any()),
         provenance=provenance(list(frames.values())))
+
+
+def figures(result: AblationResult, folder: Path) -> list[Path]:
+    from emoface.analysis.figures import baseline_figures
+
+    return baseline_figures(result, folder)
+
+
+REPORT = ReportSpec(question="", views=(View("main", (
+    MODEL, Col("n", "n"), Col("accuracy", "accuracy"),
+    ci("κ [CI]", "kappa", "kappa_low", "kappa_high"), Col("κ, 7 columns", "kappa7"),
+    Col("answers outside the set", "n_excluded"),
+    ci("valence r [CI]", "valence_r", "valence_r_low", "valence_r_high"),
+    ci("arousal r [CI]", "arousal_r", "arousal_r_low", "arousal_r_high"),
+    Col("valence MAE", "valence_mae"), Col("arousal MAE", "arousal_mae"),
+    Col("arousal SD within category", "arousal_within_category_sd"),
+    Col("one human rater, same images", "arousal_human_rater_within_category_sd"),
+    Col("human means, same images", "arousal_human_within_category_sd"))),))
+
+
+@dataclass(frozen=True)
+class Baseline(Ablation):
+    """The baseline's section is headed by its name alone (no paper section: it tests nothing)."""
+
+    @property
+    def title(self) -> str:
+        return self.name
+
+
+ABLATION = Baseline(
+    id="baseline", name="Baseline (context-carry, T = 0)", priority=0, tiers=(),
+    paper_section="", hypothesis="", interpretation="", planned_hours=None,
+    needs="context-carry at T = 0: every study model and the FER classifier(s)",
+    work=baseline_items, analysis=analysis, figures=figures, report=REPORT,
+    headline=Headline("main", "kappa", "kappa_low", "kappa_high", None),
+    analysis_seconds=2.0,  # CPU s on the embedded set (emoface/planning.py)
+    decides=False,
+)

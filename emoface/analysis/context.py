@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from emoface.ablations import BASELINE
 from emoface.config import Params
 from emoface.errors import DataError
 from emoface.inference.conditions import Condition
@@ -19,6 +18,9 @@ from emoface.paths import DataPaths
 from emoface.stimuli.store import StimulusSet, load_stimulus_set
 from schemas import validate
 from schemas.analysis import joined_predictions_schema
+
+#: what predictions() and logits() read unless told: Condition's defaults (context-carry, T = 0)
+DEFAULT_CONDITION = Condition()
 
 
 @dataclass
@@ -67,7 +69,7 @@ class AnalysisContext:
                                pl.lit(None, pl.Int64).alias("n_raters"))
         return d
 
-    def predictions(self, model_id: str, condition: Condition = BASELINE,
+    def predictions(self, model_id: str, condition: Condition = DEFAULT_CONDITION,
                     set_name: str | None = None) -> pl.DataFrame:
         """Validated predictions of one (model, condition), every stimulus present, joined."""
         set_name = set_name or self.params.stimuli.set_name
@@ -90,7 +92,7 @@ class AnalysisContext:
         # the frame every statistic starts from: one row per stimulus, design and norms present
         return validate(joined, joined_predictions_schema(self.emotions), file=folder)
 
-    def logits(self, model_id: str, condition: Condition = BASELINE) -> dict[str, np.ndarray]:
+    def logits(self, model_id: str, condition: Condition = DEFAULT_CONDITION) -> dict[str, np.ndarray]:
         """Logits of the current batches; a missing or damaged NPZ is an error naming it."""
         store = PredictionStore(self.data.root)
         folder = store.condition_dir(self.params.stimuli.set_name, condition.condition_id, model_id)

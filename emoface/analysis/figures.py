@@ -145,9 +145,8 @@ def baseline_figures(result: AblationResult, folder: Path) -> list[Path]:
 
 def figures_for(result: AblationResult, folder: Path) -> list[Path]:
     """Write the figure(s) of one result into ``folder``; returns the paths. The ablation's own
-    module draws them; an unknown id is an error (never a silent no-op)."""
-    if result.ablation_id == "baseline":
-        return baseline_figures(result, folder)
+    module draws them (the baseline's included); an unknown id is an error (never a silent
+    no-op)."""
     from emoface.ablations import get
 
     return get(result.ablation_id).figures(result, folder)

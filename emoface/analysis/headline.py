@@ -27,16 +27,16 @@ from emoface.ablations.base import Headline
 from emoface.io import atomic_path
 from emoface.paths import HEADLINE_FILE as FILE
 
-BASELINE_HEADLINE = Headline("main", "kappa", "kappa_low", "kappa_high", None)
-
 
 def spec_for(ablation_id: str) -> Headline | None:
-    """The ablation's own ``headline`` (emoface/ablations/aNN_*.py), or the baseline's."""
-    from emoface.ablations import REGISTRY
+    """The ablation's own ``headline`` (emoface/ablations/aNN_*.py, the baseline's included);
+    None for an id the registry does not know."""
+    from emoface.ablations import get
 
-    if ablation_id == "baseline":
-        return BASELINE_HEADLINE
-    return getattr(REGISTRY.get(ablation_id), "headline", None)
+    try:
+        return get(ablation_id).headline
+    except ValueError:
+        return None
 
 
 def _num(row: dict, col: str | None) -> float | None:

@@ -24,8 +24,8 @@ from pathlib import Path
 import polars as pl
 
 from emoface import __version__
-from emoface.ablations import REGISTRY, known_ids
-from emoface.ablations.report_spec import MODEL, Col, View, ci
+from emoface.ablations import baseline_ablation, get, known_ids, with_baseline
+from emoface.ablations.report_spec import Col, View
 from emoface.analysis.common import AblationResult
 from emoface.analysis.document import (
     DASH,
@@ -141,17 +141,6 @@ def _provenance(metrics: Sequence[dict], data_files: Sequence[Path]) -> list[Blo
 
 MAX_ROWS = 40  # longer tables show their first rows and say where the full table is
 
-BASELINE_VIEWS = (View("main", (
-    MODEL, Col("n", "n"), Col("accuracy", "accuracy"),
-    ci("κ [CI]", "kappa", "kappa_low", "kappa_high"), Col("κ, 7 columns", "kappa7"),
-    Col("answers outside the set", "n_excluded"),
-    ci("valence r [CI]", "valence_r", "valence_r_low", "valence_r_high"),
-    ci("arousal r [CI]", "arousal_r", "arousal_r_low", "arousal_r_high"),
-    Col("valence MAE", "valence_mae"), Col("arousal MAE", "arousal_mae"),
-    Col("arousal SD within category", "arousal_within_category_sd"),
-    Col("one human rater, same images", "arousal_human_rater_within_category_sd"),
-    Col("human means, same images", "arousal_human_within_category_sd"))),)
-
 
 def _signal_words(m: dict) -> str:
     """Where an ablation has a signal rule beside the plan's SD rule (A2, A3, A4, A6): both."""
@@ -163,9 +152,10 @@ def _signal_words(m: dict) -> str:
 
 
 def _views(aid: str) -> tuple[View, ...]:
-    if aid == "baseline":
-        return BASELINE_VIEWS
-    spec = REGISTRY[aid].report if aid in REGISTRY else None
+    try:
+        spec = get(aid).report
+    except ValueError:  # results of an id the registry no longer knows: every column
+        spec = None
     return (spec.views if spec and spec.views else ()) or (View("main"),)
 
 
@@ -314,9 +304,10 @@ def write_report(root: Path, ablation_ids: Sequence[str], data_files: Sequence[P
     paper section, then the provenance. ``alpha``: the analysis's (params ``analysis.alpha``)."""
     order = [a for a in known_ids() if a in ablation_ids]
     order += [a for a in ablation_ids if a not in order]
-    found = {aid: _read(root, aid) for aid in ["baseline", *order]
+    found = {aid: _read(root, aid) for aid in with_baseline(order)
              if (root / aid / "metrics.json").exists()}
-    summaries = {aid: summarise(root / aid, alpha) for aid in order if aid in found}
+    summaries = {aid: summarise(root / aid, alpha) for aid in order
+                 if aid in found and get(aid).decides}
     simulated = any(m["simulated"] for m in found.values())
     doc = Document("VLM emotion-rating ablations: results")
     if simulated:
@@ -330,17 +321,16 @@ def write_report(root: Path, ablation_ids: Sequence[str], data_files: Sequence[P
                  "outcomes the ablation's outcome says they disagree. Definitions: "
                  f"[analysis plan]({PLAN})."),
             summary_table(list(summaries.values()), alpha))
-    if "baseline" in found:
-        m = found["baseline"]
-        doc.add(Heading(2, "Baseline (context-carry, T = 0)", "baseline"),
-                Bullets([f"**Definitions:** [analysis plan, baseline]({PLAN}#baseline)",
-                         *_data_line(m)]),
-                Para(paper_numbers(m["verdict"])), *_tables(root, "baseline"), *_figures(root, "baseline", m))
-    for aid in order:
-        if aid not in found:
+    for aid in found:
+        m, a = found[aid], get(aid)
+        if not a.decides:
+            doc.add(Heading(2, a.title, aid.lower()),
+                    Bullets([f"**Definitions:** [analysis plan, {aid}]({PLAN}#{aid.lower()})",
+                             *_data_line(m)]),
+                    Para(paper_numbers(m["verdict"])), *_tables(root, aid), *_figures(root, aid, m))
             continue
-        m, a, s = found[aid], REGISTRY[aid], summaries[aid]
-        doc.add(Heading(2, f"{aid}: {a.name} — paper: {a.paper_section}", aid.lower()),
+        s = summaries[aid]
+        doc.add(Heading(2, a.title, aid.lower()),
                 Bullets([f"**Question:** {s.question}",
                          f"**Hypothesis:** {a.hypothesis}",
                          f"**Interpretation rule:** {a.interpretation}",
@@ -349,7 +339,7 @@ def write_report(root: Path, ablation_ids: Sequence[str], data_files: Sequence[P
                          + (f" (multiplicity family: {m['family']}, {m.get('adjustment', 'Holm')})"
                             if m.get("family") else ""),
                          f"**Outcome:** {s.outcome}" + _signal_words(m),
-                         *_power_line(aid, s.outcome, found.get("baseline")), *_data_line(m)]),
+                         *_power_line(aid, s.outcome, found.get(baseline_ablation().id)), *_data_line(m)]),
                 Para(paper_numbers(m["verdict"])), *_tables(root, aid), *_figures(root, aid, m))
     missing = [a for a in ablation_ids if a not in found]
     if missing:

@@ -110,8 +110,8 @@ class MemoryContext:
                                   emotions=self.emotions)
             be.max_concurrency = 1  # one process per core: threads only add switching
             labels = None
-            if condition.label_source == "baseline":
-                labels = baseline_labels(self.predictions(model, BASE, name))
+            if condition.labels_from is not None:
+                labels = baseline_labels(self.predictions(model, condition.labels_from, name))
             rows, records = run_batch(be, w.inputs, condition, self.emotions,
                                       condition.options(self.params.inference), labels=labels)
             df = pl.DataFrame(rows).drop("options", "raw_answers", strict=False)

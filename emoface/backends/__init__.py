@@ -9,7 +9,7 @@ pattern, its ``inference.<section>`` in params.yaml, concurrency and timeout, it
 and the worker environment variables that override its endpoint, its preflight, whether it rates
 with digits read from log-probabilities and whether it gives hidden states). Its line in
 :data:`BACKENDS` is the only place outside its own module that names it (a test checks this;
-``emoface/config.py`` holds each backend's params section model, see tests/test_fitness.py).
+``emoface/config.py`` holds each backend's params section model, see tests/backends/test_registry_fitness.py).
 """
 
 from __future__ import annotations

@@ -3,6 +3,11 @@
 Identity of work: two conditions that would send the same requests are the same work. A T = 0
 condition is deterministic, so its repeats collapse to repeat 1 (:meth:`Condition.work`); T > 0
 repeats are distinct (each gets its own seed).
+
+A condition may need another condition's stored answers before it can be planned: text-only with
+the model's own labels reads the model's context-carry, T = 0 answers (:attr:`Condition.labels_from`).
+Code that orders work asks that property (or :attr:`WorkItem.depends_on
+<emoface.ablations.base.WorkItem.depends_on>`), never the label source's name.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from emoface.prompts import PROMPT_VERSION, Protocol
 if TYPE_CHECKING:  # config builds its ablations section from the registry, which needs this module
     from emoface.config import InferenceParams
 
+#: where a text-only condition's labels come from: the model's own answers in the base condition
+#: (context-carry, T = 0), or the images' intended emotions. The values are part of stored condition
+#: ids (``text_only-baseline_t0_r1``) and of the rows' ``label_source`` column.
 LabelSource = Literal["baseline", "intended"]
 
 
@@ -49,6 +57,12 @@ class Condition(BaseModel):
         w = self.work()
         proto = w.protocol + (f"-{w.label_source}" if w.label_source else "")
         return f"{proto}_t{w.temperature:g}_r{w.repeat}"
+
+    @property
+    def labels_from(self) -> Condition | None:
+        """The condition whose stored answers give this one its labels (the model's own
+        context-carry, T = 0 answers), or None: it needs no other condition's answers."""
+        return Condition() if self.label_source == "baseline" else None
 
     @property
     def prompt_version(self) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from emoface.ablations.base import BASELINE
 from emoface.backends import make_backend
 from emoface.config import Params
 from emoface.errors import ConfigError, DataError
@@ -24,12 +23,14 @@ from emoface.stimuli.store import StimulusSet, load_stimulus_set
 
 def resolve_labels(condition: Condition, stimulus_set: StimulusSet, store: PredictionStore,
                    model_id: str, emotions) -> dict[str, str] | None:
-    """Labels for a text-only condition: the intended ones, or the model's own baseline answers."""
+    """Labels for a text-only condition: the intended ones, or the model's own answers in the
+    condition they come from (:attr:`Condition.labels_from`)."""
     if condition.label_source is None:
         return None
-    if condition.label_source == "intended":
+    source = condition.labels_from
+    if source is None:
         return intended_labels(stimulus_set)
-    folder = store.condition_dir(stimulus_set.paths.root.name, BASELINE.condition_id, model_id)
+    folder = store.condition_dir(stimulus_set.paths.root.name, source.condition_id, model_id)
     try:
         baseline = store.read(folder, emotions)
     except DataError as err:

@@ -22,13 +22,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import polars as pl
 
+from emoface.backends import BACKENDS
 from emoface.config import Params
 from emoface.errors import DataError, EmofaceError
 from emoface.inference import batchfiles
+from emoface.inference.conditions import LabelSource
 from emoface.inference.store import PredictionStore
 from emoface.io import atomic_path, write_csv, write_parquet
 from emoface.parsing import STATUSES
@@ -41,14 +44,15 @@ RAW_FIELDS = ("emotion", "valence", "arousal", "json")
 # column -> (meaning, allowed values); the type is read from the written table
 ANSWER_COLUMNS: dict[str, tuple[str, str]] = {
     "stimulus_set": ("stimulus set the images come from (data/stimuli/<name>/)", "a set name"),
-    "model_id": ("the model, backend/model", "e.g. ollama/gemma3:4b, simulated/gemma3-4b"),
+    "model_id": ("the model, backend/model",
+                 f"backend one of {', '.join(BACKENDS)}; e.g. simulated/gemma3-4b"),
     "condition_id": ("the condition: protocol, temperature, repeat",
                      "`<protocol>[-<label source>]_t<temperature>_r<repeat>`"),
     "protocol": ("how the model was asked", "context_carry, single_shot, text_only"),
     "temperature": ("sampling temperature", "0-2"),
     "repeat": ("repeat number (T = 0 repeats are one piece of work: 1)", ">= 1"),
     "label_source": ("text_only: where the label given to the model came from",
-                     "baseline, intended; empty otherwise"),
+                     f"{', '.join(get_args(LabelSource))}; empty otherwise"),
     "label_given": ("text_only: the label given to the model", "an emotion word; empty otherwise"),
     "stimulus_id": ("the image's id in the stimulus set", "manifest ids"),
     "stimulus_file": ("the image file, relative to the set's folder", "a path"),
@@ -84,7 +88,7 @@ ANSWER_COLUMNS: dict[str, tuple[str, str]] = {
     "source_sha256": ("imported rows: SHA-256 of that file", "64 hex digits; empty if native"),
     "mapping_sha256": ("imported rows: SHA-256 of the mapping file used",
                        "64 hex digits; empty if native"),
-    "backend": ("the backend that served the model", "simulated, ollama, mlx, fer"),
+    "backend": ("the backend that served the model", ", ".join(BACKENDS)),
     "model_digest": ("the model weights' digest as the backend reported it", "text"),
     "backend_version": ("the backend's version (server / library)", "text"),
     "quantization": ("the weights' quantization as reported", "text"),
@@ -171,7 +175,7 @@ class Filters:
     may match; across kinds all must (``A5,simulated/gemma3-4b``: A5's work of that model)."""
 
     def __init__(self, only: str | None, params: Params, folders: Sequence[tuple[str, str]]):
-        from emoface.ablations import baseline_items, known_ids, work_for
+        from emoface.ablations import known_ids, with_baseline, work_for
 
         self.pairs: set[tuple[str, str]] | None = None
         self.conditions: set[str] | None = None
@@ -181,11 +185,10 @@ class Filters:
             return
         models = sorted({m for m, _ in folders})
         conditions = sorted({c for _, c in folders})
-        ablations = ["baseline", *known_ids()]
+        ablations = with_baseline(known_ids())
         for t in tokens:
             if t in ablations:
-                items = (work_for(t, params, models) if t != "baseline"
-                         else baseline_items(params, models))
+                items = work_for(t, params, models)
                 self.pairs = (self.pairs or set()) | {
                     (i.model_id, i.condition.condition_id) for i in items if i.condition}
             elif t in conditions:

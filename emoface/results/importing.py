@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import polars as pl
@@ -29,7 +30,7 @@ import polars as pl
 from emoface.config import Params
 from emoface.errors import ConfigError, DataError
 from emoface.inference import batchfiles
-from emoface.inference.conditions import Condition
+from emoface.inference.conditions import Condition, LabelSource
 from emoface.inference.engine import stimulus_inputs
 from emoface.inference.runner import RATING_FIELDS, LogitRecord
 from emoface.inference.service import resolve_labels
@@ -48,7 +49,8 @@ from schemas import predictions_schema, validate
 UNKNOWN = "unknown (imported)"
 MAX_LISTED = 10
 PROB_TOLERANCE = 1e-6  # probabilities may sum to at most 1 + this (float rounding in the source)
-_CONDITION = re.compile(r"^(context_carry|single_shot|text_only)(?:-(baseline|intended))?"
+_CONDITION = re.compile(r"^(context_carry|single_shot|text_only)"
+                        rf"(?:-({'|'.join(get_args(LabelSource))}))?"
                         r"_t([0-9]+(?:\.[0-9]+)?)_r([0-9]+)$")
 USABLE = ("ok", "normalised", "not_asked")
 

@@ -1,7 +1,9 @@
-"""The ablation registry: every consumer follows it, unknown ids are errors naming the known ones."""
+"""The ablation registry: every consumer follows it, unknown ids are errors naming the known ones;
+the baseline is an ablation of the registry, never asked for by name elsewhere."""
 
 from __future__ import annotations
 
+import ast
 import re
 
 import pytest
@@ -19,6 +21,7 @@ from emoface.ablations import (
 from emoface.config import Params, parse_params
 from emoface.errors import ConfigError
 from tests.conftest import REPO
+from tests.fitness import identifiers, production_files_where, string_literals, word
 
 
 def test_every_module_declares_one_ablation():
@@ -121,3 +124,70 @@ def test_planning_loads_no_analysis_code():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "", f"planning imported: {out.stdout.strip()}"
+
+
+# Production files outside emoface/ablations/ that may still write the word, and why. Every other
+# use goes through the registry: ``get(id)`` and the ablation's attributes (``decides``,
+# ``title``, ``headline``, ``report``, ``analysis_seconds``), ``with_baseline(ids)``,
+# ``Plan.analyses(params)`` and, for work that needs another's answers, ``WorkItem.depends_on``.
+BASELINE_WORD_ALLOWED = {
+    # the label source's value: part of stored condition ids (text_only-baseline_t0_r1) and of
+    # the rows' label_source column; Condition.labels_from turns it into the condition it names
+    "emoface/inference/conditions.py",
+    # the predictions column's allowed values (LabelSource's, restated: the schemas import no
+    # emoface.inference, so the stimuli stage's DVC deps stay small; checked below)
+    "schemas/predictions.py",
+    # DVC's own word: an experiment's baseline revision (DVC_EXP_BASELINE_REV), not the ablation
+    "tasks/monitor.py",
+}
+
+
+def _names_the_baseline(tree: ast.AST) -> bool:
+    """An id, not prose: a string literal without spaces (an id, a path, a pattern) containing
+    the word ``baseline``, or the name ``BASELINE``. Help text and messages may say "baseline";
+    docstrings and comments are not code."""
+    w = word("baseline")
+    return (any(w.search(s) and not re.search(r"\s", s) for s in string_literals(tree))
+            or "BASELINE" in set(identifiers(tree)))
+
+
+def test_the_baseline_detector_sees_ids_and_ignores_prose():
+    named = ast.parse('x = "baseline"\nif aid == "baseline": pass\n')
+    const = ast.parse("from emoface.ablations import BASELINE\n")
+    path = ast.parse('p = f"results/baseline/{x}"\n')
+    prose = ast.parse('"""The baseline."""\n# the baseline\n'
+                      'raise ValueError("needs the baseline of the model first")\n')
+    assert _names_the_baseline(named) and _names_the_baseline(const)
+    assert _names_the_baseline(path)
+    assert not _names_the_baseline(prose)
+
+
+def test_the_baseline_is_named_only_in_the_ablations_package():
+    named = production_files_where(_names_the_baseline)
+    outside = {f for f in named if not f.startswith("emoface/ablations/")}
+    assert outside <= BASELINE_WORD_ALLOWED, sorted(outside - BASELINE_WORD_ALLOWED)
+    assert "emoface/ablations/baseline.py" in named  # the detector still sees its own module
+    from typing import get_args
+
+    from emoface.inference.conditions import LabelSource
+    from schemas.predictions import LABEL_SOURCES
+
+    assert LABEL_SOURCES == get_args(LabelSource)
+
+
+def test_the_baseline_is_an_ablation_of_the_registry():
+    from emoface.ablations import baseline_ablation, with_baseline
+
+    base = baseline_ablation()
+    assert get(base.id) is base and base.id not in registry() and base.id not in select(
+        tier="extended")
+    assert with_baseline(["A1"]) == [base.id, "A1"]
+    assert not base.decides and all(a.decides for a in registry().values())
+    assert base.headline is not None and base.report is not None and base.report.views
+    p = Params()
+    plan = build_plan(p, ["A1"], list(p.models.study))
+    work = plan.analyses(p)
+    assert list(work) == [base.id, "A1"] and work[base.id] == base.work(p, plan.models)
+    # A1's own-label text-only conditions wait for the model's answers in the base condition
+    deps = {i.key: i.depends_on for i in work["A1"] if i.depends_on is not None}
+    assert deps and all(d.key in {i.key for i in work[base.id]} for d in deps.values())

@@ -5,83 +5,49 @@ and the ablation registry.
 "Named" = an identifier or a string literal of code (docstrings and comments are prose and do not
 count) contains the backend's name as a word: ``ollama``, ``OLLAMA_HOST``, ``inference.ollama``.
 
+"Named" is read by tests/fitness.py (shared with the ablation registry's test).
+
 Explicit allow-list (what is left):
 
 * ``emoface/config.py`` holds each backend's params section model (``inference.ollama``,
-  ``inference.openai``): the params models are static pydantic classes that other sections'
-  validation lives beside; moving them into the backend modules (built from the registry as the
-  ablations' sections are) is left to the config/scheduler refactor.
-* ``flows/ablations.py`` names Ollama in the ``--dask`` help text ("run Ollama/MLX inference
-  batches ..."); its argument parsing is being rewritten separately.
-* ``emoface/results/export.py`` names Ollama in its codebook's prose ("e.g. ollama/gemma3:4b",
-  "simulated, ollama, mlx, fer"); the list of backends there should come from the registry.
+  ``inference.openai``). They stay there: a section model built from a backend's module would
+  make ``emoface.config`` import that module (and with it its client library, ``ollama`` /
+  ``openai``, whenever params are read), and the module's model would subclass config's base
+  model, so config -> backend module -> config would be an import cycle (tests/test_architecture.py
+  checks function-level imports too); params.yaml's shape stays as it is.
+
+Help text and the export's codebook list the backends from the registry (``BACKENDS``, and
+``CLUSTER_BACKENDS`` for ``--dask``), so they name none.
 
 The in-process backends (simulated, fer, mlx) are not held to the rule yet: "simulated" is a
 column and a report flag across the analyses, A7 and the baseline tables name the FER classifier,
-and A4 and A9 name mlx for their self-quantized arm and hidden states (the scheduler refactor,
-issue 20 item 1, and the baseline-as-an-ablation change remove those).
+and A4 and A9 name mlx for their self-quantized arm and hidden states.
 """
 
 from __future__ import annotations
 
 import ast
-import re
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-PRODUCTION = ("emoface", "flows", "tasks", "schemas")
+from tests.fitness import code_words, production_files_where, word
+
 REGISTRY = "emoface/backends/__init__.py"
 ALLOWED = {
-    "ollama": {"emoface/backends/ollama.py", REGISTRY, "emoface/config.py", "flows/ablations.py",
-               "emoface/results/export.py"},
+    "ollama": {"emoface/backends/ollama.py", REGISTRY, "emoface/config.py"},
     "openai": {"emoface/backends/openai_compat.py", REGISTRY, "emoface/config.py"},
 }
 
 
-def _code_words(tree: ast.AST):
-    docstrings = set()
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                and body and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant)):
-            docstrings.add(id(body[0].value))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if id(node) not in docstrings:
-                yield node.value
-        elif isinstance(node, ast.Name):
-            yield node.id
-        elif isinstance(node, ast.Attribute):
-            yield node.attr
-        elif isinstance(node, ast.alias):
-            yield node.name
-            yield node.asname or ""
-        elif isinstance(node, ast.ImportFrom):
-            yield node.module or ""
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            yield node.name
-        elif isinstance(node, ast.arg):
-            yield node.arg
-
-
 def files_naming(backend: str) -> set[str]:
-    word = re.compile(rf"(?i)(?<![a-z0-9]){re.escape(backend)}(?![a-z0-9])")
-    out = set()
-    for folder in PRODUCTION:
-        for path in (REPO / folder).rglob("*.py"):
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-            if any(word.search(w) for w in _code_words(tree)):
-                out.add(path.relative_to(REPO).as_posix())
-    return out
+    pattern = word(backend)
+    return production_files_where(lambda tree: any(pattern.search(w) for w in code_words(tree)))
 
 
 def test_the_detector_sees_code_and_ignores_prose(tmp_path):
     tree = ast.parse('"""Ollama, in prose."""\nimport os\nx = os.environ["OLLAMA_HOST"]\n'
                      'def f():\n    """ollama again"""\n    return inference.ollama\n')
-    words = list(_code_words(tree))
+    words = list(code_words(tree))
     assert "OLLAMA_HOST" in words and "ollama" in words
     assert not any("prose" in w or "again" in w for w in words)
 

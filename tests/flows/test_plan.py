@@ -165,12 +165,13 @@ def test_the_readme_settings_make_every_ablation_real(tmp_path):
 
 
 def test_the_estimate_includes_the_analyses(capsys, tmp_path):
-    from emoface.planning import DEFAULT_BASELINE_ANALYSIS_S, DEFAULT_REPORT_S
+    from emoface.ablations import get
+    from emoface.planning import DEFAULT_REPORT_S
 
     plan = _dry_json(capsys, "--priority", "1", "--data", str(tmp_path))
     # nothing stored: the baseline, A1 and A2 run at their stated defaults, + the report
     assert set(plan["analyses_to_run"]) == {"baseline", "A1", "A2"}
-    base, a1, a2 = (DEFAULT_BASELINE_ANALYSIS_S, REGISTRY["A1"].analysis_seconds,
+    base, a1, a2 = (get("baseline").analysis_seconds, REGISTRY["A1"].analysis_seconds,
                     REGISTRY["A2"].analysis_seconds)
     assert plan["analyses_to_run"]["A1"] == {"seconds": a1, "source": "default"}
     assert plan["estimated_analysis_seconds"] == pytest.approx(base + a1 + a2 + DEFAULT_REPORT_S)
