@@ -10,7 +10,10 @@ the nulls, power under the effects) and by ``emoface power`` (:mod:`emoface.anal
   simulated rater gives in memory (no images rendered, nothing written).
 - :data:`DESIGNS` says, per ablation, what its planted effect is (a knob of the simulated rater,
   in words), which value is the boundary of its hypothesis (the calibration null), where the
-  effect size of its "effect" scenario comes from, and the grid of ``--curve``.
+  effect size of its "effect" scenario comes from, and the grid of ``--curve``. Designs of the
+  ablations outside the plan are declared beside them (``Ablation.simulated_design``) and read
+  from the registry; a design may also say how to read the planted quantity (``estimate``) and
+  the outcomes of the rule's parts (``part_*``) from a study's result.
 - :func:`simulate` runs one study and returns the outcomes that decide (the plan's rule, its
   primary grouping, and for A2/A3/A4/A6 the signal rule).
 
