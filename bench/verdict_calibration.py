@@ -13,7 +13,9 @@ permutations, raised by the resampling-resolution rule) unless ``--bootstrap`` s
 are descriptive (not in the verdict) and are skipped. Reported per (ablation, effect,
 identities): the share of "supports" of the plan's rule (all groupings, and the primary grouping
 alone) and, for A2/A3/A4/A6, of the signal rule and of both rules, each with a Wilson 95 %
-Monte Carlo interval. ``--tune`` prints the population values that place A1 and A6 on their
+Monte Carlo interval; where the design reads them, the parts of the rule (``part_*``: A10 per
+temperature, A11's sensitivity adjustments) and the planted quantity as estimated
+(``estimate``). ``--tune`` prints the population values that place A1 and A6 on their
 boundaries. ``--power-table`` collects summaries into the table the report cites.
 Not part of the test suite.
 """
@@ -90,7 +92,8 @@ def summarise(df: pl.DataFrame) -> list[dict]:
                               maintain_order=True):
         r = dict(zip(("ablation", "effect", "scenario", "identities"), key, strict=True))
         r.update(stimuli=6 * r["identities"], replicates=g.height)
-        for rule in RULES:
+        parts = [c for c in g.columns if c.startswith("part_") and g[c].drop_nulls().len()]
+        for rule in (*RULES, *parts):
             col = g[rule].drop_nulls()
             if col.len() == 0:
                 continue

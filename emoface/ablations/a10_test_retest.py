@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from emoface.ablations.a3_temperature import grid
-from emoface.ablations.base import Ablation, Headline, WorkItem, baseline_items, predictions
+from emoface.ablations.base import (
+    Ablation,
+    Headline,
+    SimulatedDesign,
+    WorkItem,
+    baseline_items,
+    predictions,
+)
 from emoface.ablations.report_spec import (
     FIELD,
     MODEL,
@@ -304,6 +311,47 @@ def decisions(tables, metrics: dict, alpha: float) -> list[Decision]:
             for r in rows(main, field="arousal")]
 
 
+# --- the calibration simulator's design (emoface/analysis/simulate.py) ------------------------
+
+# A model that perceives each image exactly as the humans' consensus (no label anchoring, no
+# perception noise, no collapse), answers the digit nearest its rating (digit width 0.05, labels
+# fixed) and adds per-repeat noise: its repeats are distributed like one human rater's answers
+# (clip(round(x* + N(0, rater_noise_sd)), 1, 9), emoface/stimuli/generate.py) when the noise SD
+# equals the norms' rater noise SD, so its retest ICC equals the humans' single-rater ICC.
+_RETEST_RATER = ("anchoring_context=0&perception_noise_sd=0&collapse=0&digit_width=0.05&"
+                 "emotion_beta=400")
+
+
+def _simulated_spec(effect: float) -> dict:
+    """effect: how much smaller the per-repeat noise SD is than one human rater's (0 = the
+    same: retest ICC = the humans' single-rater ICC; 1 = no noise)."""
+    from emoface.config import NormsParams
+
+    if not effect < 1:
+        raise ValueError("the per-repeat noise reduction must be below 1 (1 = no noise at all)")
+    sd = NormsParams().rater_noise_sd * (1 - effect)
+    return {"models": [f"simulated/gemma3-4b?{_RETEST_RATER}&arm_noise_sd={sd:g}"]}
+
+
+def _simulated_estimate(result: AblationResult) -> float:
+    """Mean over models and temperatures of ICC(2,1) minus the humans' ICC(1,1), arousal."""
+    human = {h["field"]: h["icc1"] for h in result.metrics["human"]}["arousal"]
+    icc = [r["icc2"] for r in result.metrics["rows"] if r["field"] == "arousal"]
+    return float(np.mean(icc) - human)
+
+
+def _simulated_parts(result: AblationResult) -> dict[str, str]:
+    return {f"T{t}": o for t, o in result.metrics["outcome_by_temperature"].items()}
+
+
+SIMULATED_DESIGN = SimulatedDesign(
+    "A10", "per-repeat noise SD below one human rater's noise SD, as a share (0: the same, "
+    "retest ICC = the humans' single-rater ICC; the model perceives the consensus exactly)",
+    _simulated_spec, (0.0,), 0.25,
+    "the plan gives no size: a quarter less noise than one human rater (noise SD 0.9 vs 1.2)",
+    (0.0, 0.1, 0.25, 0.5), _simulated_estimate, _simulated_parts)
+
+
 REPORT = ReportSpec(
     "Is a model run again as consistent as one human rater with another?", decisions,
     "models/temperatures", (
@@ -335,4 +383,5 @@ ABLATION = Ablation(
     planned_hours=None, needs="no new calls: A3's repeats at T > 0 and the human norms",
     work=work, analysis=analysis, figures=figures, report=REPORT,
     analysis_seconds=7.0,  # CPU s on the embedded set (emoface/planning.py)
+    simulated_design=SIMULATED_DESIGN,
 )

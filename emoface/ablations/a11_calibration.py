@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from emoface.ablations.base import Ablation, Headline, WorkItem, baseline_items
+from emoface.ablations.base import Ablation, Headline, SimulatedDesign, WorkItem, baseline_items
 from emoface.ablations.report_spec import (
     FIELD,
     MODEL,
@@ -363,6 +363,36 @@ def decisions(tables, metrics: dict, alpha: float) -> list[Decision]:
             for r in rows(tables("main"), field="arousal")]
 
 
+# --- the calibration simulator's design (emoface/analysis/simulate.py) ------------------------
+
+
+def _simulated_spec(effect: float) -> dict:
+    """effect: the simulated rater's ``sd_link``, how much its digit-distribution width rises per
+    scale point of the image's human SD (0: no link; both SDs still shrink near 1 and 9)."""
+    return {"models": [f"simulated/gemma3-4b?sd_link={effect:g}"]}
+
+
+def _simulated_estimate(result: AblationResult) -> float:
+    """The decided estimate: partial r of the SDs given the means, arousal (mean over models)."""
+    return float(np.mean([r["r_partial_means"] for r in result.metrics["rows"]
+                          if r["field"] == "arousal"]))
+
+
+def _simulated_parts(result: AblationResult) -> dict[str, str]:
+    """The sensitivity analyses' outcomes (common over models, else cannot tell)."""
+    by = result.metrics["outcome_by_adjustment"]
+    return {k: (by[0][k] if len({b[k] for b in by}) == 1 else "cannot_tell")
+            for k in ("relative_sd", "unadjusted")}
+
+
+SIMULATED_DESIGN = SimulatedDesign(
+    "A11", "sd_link: digit-distribution width added per scale point of the image's human SD "
+    "(0: no link beyond the bounded scale, the simulator's default)",
+    _simulated_spec, (0.0,), 0.1, "the plan gives no size: sd_link 0.1, a small partial r "
+    "(about 0.15 at 1,440 stimuli)", (0.0, 0.025, 0.05, 0.1, 0.2), _simulated_estimate,
+    _simulated_parts)
+
+
 REPORT = ReportSpec(
     "Does the model's uncertainty mirror human disagreement within a category?", decisions,
     "models", (View("main", (
@@ -391,4 +421,5 @@ ABLATION = Ablation(
     planned_hours=None, needs="no new calls: the baseline's digit distributions and the norms",
     work=work, analysis=analysis, figures=figures, report=REPORT,
     analysis_seconds=2.0,  # CPU s on the embedded set (emoface/planning.py)
+    simulated_design=SIMULATED_DESIGN,
 )

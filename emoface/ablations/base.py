@@ -90,6 +90,28 @@ class Headline:
 
 
 @dataclass(frozen=True)
+class SimulatedDesign:
+    """How the calibration simulator plants one ablation's effect (emoface/analysis/simulate.py,
+    ``bench/verdict_calibration.py``, ``emoface power``): ``spec(effect)`` gives the simulated
+    models (``{"models": [...]}``, knobs of the simulated rater in their ids) with the effect
+    planted at ``effect``; ``nulls`` the boundary (or boundaries) of the hypothesis; ``plan`` the
+    "effect" scenario and ``plan_source`` where its size comes from; ``curve`` the grid of
+    ``--curve``. Optional readers of one simulated study's result: ``estimate`` the planted
+    quantity as the analysis estimated it, ``parts`` the outcomes of the rule's parts (those the
+    ablation reports one by one) by name."""
+
+    ablation: str
+    effect: str  # what the effect is, in words
+    spec: Callable[[float], dict]
+    nulls: tuple[float, ...]
+    plan: float
+    plan_source: str
+    curve: tuple[float, ...]
+    estimate: Callable[[AblationResult], float] | None = None
+    parts: Callable[[AblationResult], dict[str, str]] | None = None
+
+
+@dataclass(frozen=True)
 class Ablation:
     """One ablation: what the plan says about it, what it needs, computes, draws and reads.
 
@@ -130,6 +152,9 @@ class Ablation:
     # whether it tests a hypothesis: a row in the report's summary, its decision rule and a
     # "could it have told?" line (False: it describes, as the baseline does)
     decides: bool = True
+    # how the calibration simulator plants its effect (None: the design is in
+    # emoface/analysis/simulate.py, or there is none)
+    simulated_design: SimulatedDesign | None = None
 
     @property
     def title(self) -> str:

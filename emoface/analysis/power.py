@@ -8,8 +8,8 @@ and returns the ablation's combined outcome, computed by the same functions its 
 interval for the Monte Carlo error; :func:`power_curve` does so over several effect sizes.
 With effect 0 the share is the rule's false-positive rate at that design.
 
-Registered: every ablation with a decision rule that the simulated rater can plant
-(A1-A9): A1-A7 and A9 through the calibration simulator (:mod:`emoface.analysis.simulate`: the
+Registered: every ablation with a decision rule that the simulated rater can plant: all but
+A8 through the calibration simulator (:mod:`emoface.analysis.simulate`: the
 simulated rater answers a new stimulus sample in memory and the ablation's own ``run_analysis``
 decides, with the study's bootstrap and permutation counts), their effect a knob of the
 simulated rater (``simulate.DESIGNS``); A8 by :func:`simulate_a8`, which plants the FPR
@@ -150,7 +150,7 @@ def power_words(ablation: str, identities: int, path: Path = POWER_TABLE) -> str
             + "; ".join(parts))
 
 
-# --- through the calibration simulator (A1-A7, A9) ------------------------------------------
+# --- through the calibration simulator (every design in simulate.DESIGNS but A8) -----------
 
 
 def _pipeline(ablation: str) -> Simulate:

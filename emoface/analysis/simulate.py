@@ -10,7 +10,10 @@ the nulls, power under the effects) and by ``emoface power`` (:mod:`emoface.anal
   simulated rater gives in memory (no images rendered, nothing written).
 - :data:`DESIGNS` says, per ablation, what its planted effect is (a knob of the simulated rater,
   in words), which value is the boundary of its hypothesis (the calibration null), where the
-  effect size of its "effect" scenario comes from, and the grid of ``--curve``.
+  effect size of its "effect" scenario comes from, and the grid of ``--curve``. Designs of the
+  ablations outside the plan are declared beside them (``Ablation.simulated_design``) and read
+  from the registry; a design may also say how to read the planted quantity (``estimate``) and
+  the outcomes of the rule's parts (``part_*``) from a study's result.
 - :func:`simulate` runs one study and returns the outcomes that decide (the plan's rule, its
   primary grouping, and for A2/A3/A4/A6 the signal rule).
 
@@ -23,14 +26,14 @@ that put A1 and A6 on their boundaries were found on large simulated populations
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from emoface.ablations import run_analysis
+from emoface.ablations import registry, run_analysis
+from emoface.ablations.base import SimulatedDesign as Design
 from emoface.backends.base import StimulusInput
 from emoface.backends.simulated import SimStimulus, SimulatedBackend
 from emoface.config import AnalysisParams, ModelsParams, Params, RealFacesParams, StimuliParams
@@ -43,6 +46,8 @@ from emoface.stimuli.generate import norms_for, plan_stimuli
 BASE = Condition()
 CELLS = 4  # identities are drawn per race x gender cell
 T_GRID = (0.0, 0.5, 1.0)  # A3's temperatures in the simulated studies (2 repeats each)
+NORMS_COLUMNS = ("stimulus_id", "valence_mean", "valence_sd", "arousal_mean", "arousal_sd",
+                 "n_raters")
 
 
 @dataclass
@@ -61,11 +66,13 @@ def make_world(seed: int, identities: int, **stim) -> World:
     stims, _ = plan_stimuli(Params().study, sp)
     norms, truth = norms_for(stims, sp)
     world, inputs = {}, []
-    for s, (tv, ta) in zip(stims, truth.iter_rows(), strict=True):
+    for s, (tv, ta), nr in zip(stims, truth.iter_rows(), norms.iter_rows(named=True),
+                               strict=True):
         # the simulator keys its latents and per-image noise to the image hash: a per-sample
         # stand-in hash makes the noise differ between samples
         key = f"{seed}:{s.stimulus_id}"
-        world[key] = SimStimulus(s.emotion, s.race, s.expression.as_array(), tv, ta)
+        world[key] = SimStimulus(s.emotion, s.race, s.expression.as_array(), tv, ta,
+                                 (nr["valence_sd"], nr["arousal_sd"]))
         inputs.append(StimulusInput(s.stimulus_id, Path("/nonexistent"), key))
     design = pl.DataFrame({"stimulus_id": [s.stimulus_id for s in stims],
                            "intended": [s.emotion for s in stims],
@@ -100,7 +107,7 @@ class MemoryContext:
     def stimuli(self, name: str | None = None):
         w = self.worlds[name or "embedded"]
         return type("S", (), {"manifest": w.design.with_columns(pl.lit(w.source).alias(
-            "source"))})()
+            "source")), "norms": w.design.select(NORMS_COLUMNS)})()
 
     def _run(self, model: str, condition: Condition, name: str):
         key = (model, condition.condition_id, name)
@@ -222,19 +229,6 @@ def _a9(effect: float) -> dict:
     return {"models": [f"simulated/gemma3-4b?hidden_signal={effect:g}"]}
 
 
-@dataclass(frozen=True)
-class Design:
-    """One ablation's simulated effect: ``spec(effect)`` gives the models and knobs."""
-
-    ablation: str
-    effect: str  # what the effect is, in words
-    spec: Callable[[float], dict]
-    nulls: tuple[float, ...]  # the boundary (or boundaries) of the hypothesis
-    plan: float  # the "effect" scenario
-    plan_source: str  # where the plan's effect size comes from
-    curve: tuple[float, ...]
-
-
 DESIGNS: dict[str, Design] = {d.ablation: d for d in (
     Design("A1", "planted d = r(human, image) - r(human, label-only), arousal (calibrated values "
            "only: -0.05, 0, 0.05, 0.088 = the simulator's default)", _a1, (0.05, -0.05), 0.0,
@@ -264,6 +258,9 @@ DESIGNS: dict[str, Design] = {d.ablation: d for d in (
     Design("A9", "hidden-state signal (simulator default 1.0)", _a9, (0.0,), 1.0,
            "the simulator's default (the plan gives no size)", (0.0, 0.25, 0.5, 1.0)),
 )}
+# the designs declared beside their ablations (``Ablation.simulated_design``)
+DESIGNS.update({a.id: a.simulated_design for a in registry().values()
+                if a.simulated_design is not None})
 
 
 def params_for(aid: str, spec: dict, analysis: AnalysisParams | None = None) -> Params:
@@ -308,6 +305,9 @@ def simulate(aid: str, effect: float, seed: int, identities: int,
     estimate d of arousal (``estimate``)."""
     ctx = context(aid, effect, seed, identities, analysis)
     res = run_analysis(aid, ctx)
+    d = DESIGNS[aid]
+    extra = ({"estimate": float(d.estimate(res))} if d.estimate else {}) | {
+        f"part_{k}": v for k, v in (d.parts(res) if d.parts else {}).items()}
     sig = res.metrics.get("signal") or {}
     fpr = res.tables["main"]["fpr"] if aid == "A8" else None
     main = res.tables["main"]
@@ -321,4 +321,4 @@ def simulate(aid: str, effect: float, seed: int, identities: int,
             "signal": sig.get("outcome"),
             "signal_primary": (sig.get("outcome_by_grouping") or {}).get("intended",
                                                                         sig.get("outcome")),
-            "both_rules": sig.get("both_rules")}
+            "both_rules": sig.get("both_rules"), **extra}

@@ -27,7 +27,12 @@ Generative model (one profile per simulated model; knobs in :class:`SimProfile`)
    T = 0 answers the argmax; T > 0 samples ``softmax(l / T)`` (A3).
    ``arm_noise_sd`` (default 0: off) adds to ``mu`` a noise drawn independently for each arm
    of a comparison (prompt mode, quantization, temperature and sampling seed) and image: the
-   calibration's nulls use it so that two arms differ by independent noise of equal variance.
+   calibration's nulls use it so that two arms differ by independent noise of equal variance
+   (and, across the repeats of one temperature, it is per-repeat retest noise).
+   ``sd_link`` (default 0: off) widens the distribution with the humans' disagreement about the
+   image: ``w = max(digit_width + sd_link (s_h - 1.2), 0.05)`` with ``s_h`` the image's human SD
+   for the field (from the norms; 1.2 = :data:`HUMAN_SD_CENTRE`), a real link between the
+   model's digit SD and the human SD beyond what both means imply.
 5. **Hidden states (A9).** Layer ``j`` of ``L``: ``h = s_j P z + noise`` with ``z`` the standardised
    (consensus valence, arousal, action units), ``P`` a fixed random projection and signal
    ``s_j = hidden_signal (j + 1) / L`` growing with depth; the last-token pooling adds the label.
@@ -97,11 +102,15 @@ class SimProfile:
     hidden_dim: int = 48
     hidden_signal: float = 1.0
     arm_noise_sd: float = 0.0
+    sd_link: float = 0.0
 
 
 # knobs added after SIMULATOR_VERSION sim-1: left out of the digest at their default, so the
 # digests (and the stored answers) of every existing model stay what they were
-_NEW_KNOBS = {"arm_noise_sd": 0.0}
+_NEW_KNOBS = {"arm_noise_sd": 0.0, "sd_link": 0.0}
+# the human SD at which ``sd_link`` leaves the digit width as it is (the synthetic norms' rater
+# noise SD, emoface.config.NormsParams): a centring constant, it changes no correlation
+HUMAN_SD_CENTRE = 1.2
 
 
 PROFILES: dict[str, SimProfile] = {
@@ -123,6 +132,7 @@ class SimStimulus:
     aus: np.ndarray
     true_valence: float
     true_arousal: float
+    human_sd: tuple[float, float] | None = None  # the norms' (valence, arousal) SD, if any
 
 
 def _h(*parts: object) -> int:
@@ -151,7 +161,9 @@ def world_from_tables(manifest: pl.DataFrame, latents: pl.DataFrame | None,
             v_e, a_e = ANCHORS.get(emotion, NEUTRAL)
             tv = nrm[sid]["valence_mean"] if sid in nrm else NEUTRAL[0] + 0.7 * (v_e - NEUTRAL[0])
             ta = nrm[sid]["arousal_mean"] if sid in nrm else NEUTRAL[1] + 0.7 * (a_e - NEUTRAL[1])
-        world[r["sha256"]] = SimStimulus(emotion, r["race"], aus, float(tv), float(ta))
+        hsd = ((float(nrm[sid]["valence_sd"]), float(nrm[sid]["arousal_sd"])) if sid in nrm
+               else None)
+        world[r["sha256"]] = SimStimulus(emotion, r["race"], aus, float(tv), float(ta), hsd)
     return world
 
 
@@ -266,6 +278,13 @@ class SimulatedBackend(Backend):
                                                stimulus.sha256, field)).normal(
                     0, p.arm_noise_sd)
         c, w = p.collapse, p.digit_width
+        if p.sd_link and stimulus is not None and mode != "text_only":
+            hsd = self._stim(stimulus).human_sd
+            if hsd is None:
+                raise PermanentBackendError(
+                    f"simulated/{self.name}: sd_link needs the human SDs of "
+                    f"{stimulus.stimulus_id} (a stimulus set with norms)")
+            w = max(w + p.sd_link * (hsd[fi] - HUMAN_SD_CENTRE), 0.05)
         if self.quantization == "fp16":
             c = c * (1 - p.fp16_restore)
         k = np.arange(1, 10)

@@ -39,7 +39,7 @@ def test_wilson_interval_by_hand():
 
 
 def test_every_decided_ablation_has_a_simulator():
-    assert {"A1", "A2", "A3", "A4", "A5", "A6", "A7", "A8", "A9"} <= set(REGISTRY)
+    assert {f"A{i}" for i in range(1, 12)} <= set(REGISTRY)
 
 
 @pytest.mark.parametrize("aid", ["A2", "A4", "A7"])
@@ -104,3 +104,32 @@ def test_report_cites_stored_power_only_for_cannot_tell():
                           baseline)
     assert line.startswith("**Could it have told?** share of simulated studies with 240 "
                            "identities") and "verdict-calibration.md" in line
+
+
+@pytest.mark.parametrize(("aid", "identities", "effect"), [
+    ("A9", 20, 1.0),  # hidden-state signal at the simulator's default strength
+    ("A10", 20, 0.9),  # a tenth of a human rater's noise: ICC near 1 against about 0.5
+    ("A11", 40, 1.0),  # digit width following the human SD closely: partial r about 0.9
+])
+def test_huge_planted_effects_are_always_found(aid, identities, effect):
+    r = power(aid, identities, effect, replicates=3, seed=5, settings={"bootstrap": 100})
+    assert r["power"] == 1.0
+    # Wilson 95 % for 3 of 3: lower = n / (n + z^2) = 3 / 6.8415 = 0.4385
+    assert (r["mc_low"], r["mc_high"]) == pytest.approx((0.4385, 1.0), abs=1e-4)
+
+
+def test_cli_power_and_curve_for_the_extended_ablations():
+    runner = CliRunner()
+    res = runner.invoke(app, ["power", "--ablation", "A11", "--identities", "40", "--effect",
+                              "1.0", "--replicates", "2"])
+    assert res.exit_code == 0, res.output
+    # Wilson 95 % for 2 of 2: lower = 2 / (2 + 3.8415) = 0.342
+    assert "effect 1: power 1.000 [0.342, 1.000]" in res.output and "sd_link" in res.output
+    curve = runner.invoke(app, ["power", "--ablation", "A10", "--identities", "20", "--curve",
+                                "--replicates", "1"])
+    assert curve.exit_code == 0, curve.output
+    assert [ln.split(":")[0] for ln in curve.output.splitlines() if ": power " in ln] == [
+        "effect 0", "effect 0.1", "effect 0.25", "effect 0.5"]
+    bad = runner.invoke(app, ["power", "--ablation", "A10", "--identities", "20", "--effect",
+                              "1", "--replicates", "1"])
+    assert bad.exit_code == 2 and "A10" in bad.output and "below 1" in bad.output
