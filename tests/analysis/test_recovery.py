@@ -33,15 +33,11 @@ from emoface.stimuli.store import load_stimulus_set
 
 pytestmark = pytest.mark.slow
 EMOTIONS = Params().study.emotions
-# The simulator never looks at pixels (it knows an image by its content hash and reads the
-# generator's latents), so the samples are rendered at the smallest size the schema allows:
-# rendering is most of a sample's cost, and every image is still distinct.
-SIZE = 48
 
 
-def _sample(seed: int) -> StimuliParams:
+def _sample(seed: int, image_size: int = StimuliParams().image_size) -> StimuliParams:
     """A 480-stimulus sample (20 identities per cell)."""
-    return StimuliParams(identities_per_cell=20, seed=seed, image_size=SIZE)
+    return StimuliParams(identities_per_cell=20, seed=seed, image_size=image_size)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +124,10 @@ def test_anchoring_recovered_with_nominal_coverage(tmp_path, population):
     covered = detected = 0
     for seed in range(1, 11):
         data = DataPaths(tmp_path / f"s{seed}" / "data")
-        p = Params(stimuli=_sample(seed),
+        # the simulator never looks at pixels (it knows an image by its content hash and reads
+        # the generator's latents): the ten samples are rendered at the smallest size the schema
+        # allows, where rendering is most of a sample's cost (every image still distinct)
+        p = Params(stimuli=_sample(seed, image_size=48),
                    models=ModelsParams(study=(model,)), analysis=AnalysisParams(bootstrap=1000))
         generate_stimulus_set(p.study, p.stimuli, data.stimulus_set("embedded"))
         for c in (Condition(), Condition(protocol="single_shot")):
