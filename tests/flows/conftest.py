@@ -4,7 +4,7 @@ session's shared one with a view of what the test itself made on it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -64,5 +64,5 @@ def shared_prefect(tmp_path: Path) -> SharedServer:
     """The session's Prefect server (no start of its own: tens of seconds saved per test), the
     environment for a flow that reports to it, and the time the test began."""
     url = shared_api_url()
-    since = datetime.now(timezone.utc).isoformat()
+    since = datetime.now(UTC).isoformat()
     return SharedServer(url, flow_env(tmp_path), since)
