@@ -35,10 +35,15 @@ pytestmark = pytest.mark.slow
 EMOTIONS = Params().study.emotions
 
 
+def _sample(seed: int, image_size: int = StimuliParams().image_size) -> StimuliParams:
+    """A 480-stimulus sample (20 identities per cell)."""
+    return StimuliParams(identities_per_cell=20, seed=seed, image_size=image_size)
+
+
 @pytest.fixture(scope="module")
 def sample_data(tmp_path_factory) -> DataPaths:
     data = DataPaths(tmp_path_factory.mktemp("recovery") / "data")
-    p = Params(stimuli=StimuliParams(identities_per_cell=20, seed=11))
+    p = Params(stimuli=_sample(11))
     generate_stimulus_set(p.study, p.stimuli, data.stimulus_set("embedded"))
     return data
 
@@ -70,7 +75,7 @@ def truth(population, model: str, condition: Condition | None = None) -> pl.Data
 
 def analyse(data: DataPaths, ablation: str, models: list[str], conditions: list[Condition],
             **params) -> object:
-    p = Params(stimuli=StimuliParams(identities_per_cell=20, seed=11),
+    p = Params(stimuli=_sample(11),
                models=ModelsParams(study=tuple(models)),
                analysis=AnalysisParams(bootstrap=1000, permutations=199), **params)
     for m in models:
@@ -119,7 +124,10 @@ def test_anchoring_recovered_with_nominal_coverage(tmp_path, population):
     covered = detected = 0
     for seed in range(1, 11):
         data = DataPaths(tmp_path / f"s{seed}" / "data")
-        p = Params(stimuli=StimuliParams(identities_per_cell=20, seed=seed),
+        # the simulator never looks at pixels (it knows an image by its content hash and reads
+        # the generator's latents): the ten samples are rendered at the smallest size the schema
+        # allows, where rendering is most of a sample's cost (every image still distinct)
+        p = Params(stimuli=_sample(seed, image_size=48),
                    models=ModelsParams(study=(model,)), analysis=AnalysisParams(bootstrap=1000))
         generate_stimulus_set(p.study, p.stimuli, data.stimulus_set("embedded"))
         for c in (Condition(), Condition(protocol="single_shot")):
@@ -188,7 +196,7 @@ def test_dark_knowledge_spread_recovered_and_absent(sample_data):
 @pytest.mark.parametrize("signal,expect", [(2.0, "supports"), (0.0, "cannot_tell")])
 def test_hidden_state_signal_by_depth(sample_data, signal, expect):
     model = f"simulated/gemma3-4b?hidden_signal={signal}"
-    p = Params(stimuli=StimuliParams(identities_per_cell=20, seed=11),
+    p = Params(stimuli=_sample(11),
                models=ModelsParams(study=(model,)),
                ablations=AblationsParams(A9=A9Params(model=model)),
                analysis=AnalysisParams(bootstrap=200, permutations=199))

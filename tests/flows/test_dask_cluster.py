@@ -180,13 +180,13 @@ def test_resources_keep_ollama_batches_on_the_workers_that_declare_them(tmp_path
     assert all(a.host in s for s in rows["served_by"].to_list())
 
 
-def test_workers_report_their_task_runs_to_the_server_in_prefect_api_url(prefect_server,
+def test_workers_report_their_task_runs_to_the_server_in_prefect_api_url(shared_prefect,
                                                                          tmp_path):
     """README: with PREFECT_API_URL set for the flow and every worker, the workers' batch task
     runs are recorded by that server, under the run's `inference` subflow."""
     import httpx
 
-    url, _ = prefect_server
+    url = shared_prefect.url
     params, data = _project(tmp_path / "p")
     with FakeOllama() as a, FakeOllama() as b, \
             dask_cluster(tmp_path / "dask", [a.host, b.host], env={"PREFECT_API_URL": url}) \
@@ -195,8 +195,8 @@ def test_workers_report_their_task_runs_to_the_server_in_prefect_api_url(prefect
     assert rc == 0, err[-4000:]
     assert out["task_runs_recorded"] == out["task_runs"] > 0, out
     with httpx.Client(base_url=url, timeout=30) as api:
-        flow_runs = api.post("/flow_runs/filter", json={}).json()
-        task_runs = api.post("/task_runs/filter", json={}).json()
+        flow_runs = shared_prefect.flow_runs(api)  # this test's, and their task runs
+        task_runs = shared_prefect.of_runs(api, "task_runs", [f["id"] for f in flow_runs])
     stage = [f for f in flow_runs if f["name"].startswith("inference")]
     assert len(stage) == 1 and stage[0]["state_type"] == "COMPLETED", flow_runs
     remote = [t for t in task_runs if " | remote b" in t["name"]]

@@ -27,8 +27,8 @@ def run(params, data, env, only: str, *extra: str) -> subprocess.CompletedProces
     return proc
 
 
-def test_batch_log_lines_progress_tags_names_and_no_error(prefect_server, tmp_path):
-    url, env = prefect_server
+def test_batch_log_lines_progress_tags_names_and_no_error(shared_prefect, tmp_path):
+    url, env = shared_prefect.url, shared_prefect.env
     params = write_small_project_params(tmp_path / "cfg")
     params.write_text(params.read_text().replace("backoff_s: 1.0", "backoff_s: 0.05"))
     env = dict(env, PREFECT_API_URL=url,
@@ -43,7 +43,8 @@ def test_batch_log_lines_progress_tags_names_and_no_error(prefect_server, tmp_pa
             "ollama/gemma3:4b")
 
     api = httpx.Client(base_url=url, timeout=30)
-    flows = api.post("/flow_runs/filter", json={"limit": 100}).json()
+    flows = shared_prefect.flow_runs(api)  # the session's server: this test's runs
+    ids = [f["id"] for f in flows]
     parents = [f for f in flows if f["name"].startswith("only A5,A9 | simulated/")]
     assert len(parents) == 2 and parents[0]["name"] != parents[1]["name"]
     assert sum(f["name"].endswith("| lucky-exp") for f in parents) == 1
@@ -56,10 +57,7 @@ def test_batch_log_lines_progress_tags_names_and_no_error(prefect_server, tmp_pa
     assert exp_runs and all("dvc-baseline:0123456789ab" in f["tags"] for f in exp_runs)
     assert {"A5 dark knowledge", "A9 hidden states"} <= {f["name"] for f in exp_runs}
 
-    logs: list[dict] = []
-    while len(page := api.post("/logs/filter", json={"limit": 200,
-                                                     "offset": len(logs)}).json()) > 0:
-        logs += page
+    logs = shared_prefect.of_runs(api, "logs", ids)
     assert not [g["message"] for g in logs if g["level"] >= 40]  # no ERROR (A9's HashError was)
     lines = [g["message"] for g in logs if " attempts (" in g["message"]]
     # one line per batch that made calls (48 stimuli / 24 per batch = 2 per condition and model)
@@ -69,7 +67,7 @@ def test_batch_log_lines_progress_tags_names_and_no_error(prefect_server, tmp_pa
     retries = sum(int(re.search(r"\((\d+) retr", m).group(1)) for m in lines)
     assert retries == 3  # the fake server's three 500s, all in the Ollama run
 
-    arts = api.post("/artifacts/filter", json={"limit": 200}).json()
+    arts = shared_prefect.of_runs(api, "artifacts", ids)
     progress = [a for a in arts if a["type"] == "progress"]
     keys = {a["key"] for a in progress}
     assert {"baseline-progress", "a5-dark-knowledge-progress",

@@ -1,5 +1,5 @@
-"""A real `prefect server start` on a free loopback port: a small plan runs against it, and the
-flow runs, task runs (one retried) and artifacts are read back through its API."""
+"""A real `prefect server start` (the session's): a small plan runs against it, and the flow runs,
+task runs (one retried) and artifacts it made are read back through its API."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from tests.fake_ollama import FakeOllama
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_runs_task_retries_and_artifacts_visible_in_the_api(prefect_server, tmp_path):
-    url, env = prefect_server
+def test_runs_task_retries_and_artifacts_visible_in_the_api(shared_prefect, tmp_path):
+    url, env = shared_prefect.url, shared_prefect.env
     params = write_small_project_params(tmp_path / "cfg")
     text = params.read_text().replace("retries: 4", "retries: 0")  # let the task retry instead
     params.write_text(text)
@@ -44,13 +44,14 @@ def test_runs_task_retries_and_artifacts_visible_in_the_api(prefect_server, tmp_
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     api = httpx.Client(base_url=url, timeout=30)
-    flows = api.post("/flow_runs/filter", json={"limit": 50}).json()
+    flows = shared_prefect.flow_runs(api)
+    ids = [f["id"] for f in flows]
     names = {f["name"] for f in flows}
     assert any(n.startswith("only A5") for n in names)
     assert {"baseline | ollama/gemma3:4b", "A5 dark knowledge"} <= names
     assert all(f["state_type"] == "COMPLETED" for f in flows)
 
-    tasks = api.post("/task_runs/filter", json={"limit": 200}).json()
+    tasks = shared_prefect.of_runs(api, "task_runs", ids)
     batch = [t for t in tasks if t["name"].startswith("ollama/gemma3:4b | context_carry")]
     assert batch and all(t["state_type"] == "COMPLETED" for t in tasks)
     retried = [t for t in batch if t["run_count"] > 1]
@@ -58,5 +59,5 @@ def test_runs_task_retries_and_artifacts_visible_in_the_api(prefect_server, tmp_
     history = api.get("/task_run_states/", params={"task_run_id": retried[0]["id"]}).json()
     assert "AwaitingRetry" in {s["name"] for s in history}
 
-    keys = {a["key"] for a in api.post("/artifacts/filter", json={"limit": 50}).json()}
+    keys = {a["key"] for a in shared_prefect.of_runs(api, "artifacts", ids)}
     assert {"a5-main-table", "a5-verdict", "baseline-main-table", "report"} <= keys

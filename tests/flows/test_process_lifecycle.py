@@ -119,8 +119,10 @@ def test_kill_9_leaves_no_server_and_the_next_run_takes_over(tmp_path):
     run.send_signal(signal.SIGKILL)
     run.wait()
     assert _gone(pid, port), _left_on_port(port)
-    # the run that takes over (its own Prefect server is not under test here: the session's)
-    again = _start(["--priority", "1"], params, data, tmp_path, "again",
+    # the run that takes over (its own Prefect server is not under test here: the session's),
+    # with the same selection and models but no simulated latency: nothing is killed in it
+    quick = _params(tmp_path / "quick")
+    again = _start(["--priority", "1"], quick, data, tmp_path, "again",
                    PREFECT_API_URL=shared_api_url())
     rc, out, err = _result(again, tmp_path, "again")
     assert rc == 0 and out["ok"] and out["calls"] <= CALLS, err[-3000:]
