@@ -14,7 +14,7 @@ Hand-written (pinned to published values in tests/analysis/test_stats.py):
 
 From libraries: Cohen's kappa (statsmodels), Pearson r and its Fisher CI (scipy), Wilson CIs and
 Newcombe's hybrid-score CI of a difference of proportions (statsmodels), Holm's adjustment
-(statsmodels ``multipletests``), chi-square (scipy).
+(pingouin ``multicomp``), chi-square (scipy).
 """
 
 from __future__ import annotations
@@ -407,15 +407,19 @@ def equivalence_p(samples: np.ndarray, estimate: float, margin: float) -> float:
 
 
 def holm(pvalues: list[float] | np.ndarray) -> np.ndarray:
-    """Holm-adjusted p-values (statsmodels ``multipletests``); NaN entries stay NaN and do not
-    count towards the family size."""
-    from statsmodels.stats.multitest import multipletests
+    """Holm-adjusted p-values (pingouin ``multicomp(method="holm")``); NaN entries stay NaN and
+    do not count towards the family size.
+
+    Not statsmodels' ``multipletests``, which gives the same numbers (checked on 3,000 random
+    vectors with ties) but runs a full ``gc.collect()`` on every Holm call: about 0.9 s each in a
+    process holding the analyses' data, over half of an analyses stage's time."""
+    from pingouin import multicomp
 
     p = np.asarray(pvalues, float)
     out = np.full(p.shape, np.nan)
     ok = np.isfinite(p)
     if ok.any():
-        out[ok] = multipletests(p[ok], method="holm")[1]
+        out[ok] = multicomp(p[ok], method="holm")[1]
     return out
 
 
