@@ -54,6 +54,22 @@ def _libc_prctl():
         return None
 
 
+def tied_to_this_process():
+    """A ``preexec_fn`` for ``subprocess.Popen``: the child is killed (SIGKILL) when the process
+    that started it dies, however it dies (Linux ``PR_SET_PDEATHSIG``; elsewhere a no-op), and
+    starts with no signal blocked."""
+    prctl, parent = _libc_prctl(), os.getpid()
+
+    def tie_to_parent() -> None:  # runs in the child between fork and exec
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:  # the parent died before the line above
+                os._exit(1)
+
+    return tie_to_parent
+
+
 class RunServer:
     """A temporary Prefect API server owned by this process (see the module docstring)."""
 
@@ -73,20 +89,11 @@ class RunServer:
                 "--lifespan", "on"]
 
     def _spawn(self, port: int) -> subprocess.Popen:
-        prctl, parent = _libc_prctl(), os.getpid()
-
-        def tie_to_parent() -> None:  # runs in the child between fork and exec
-            signal.pthread_sigmask(signal.SIG_SETMASK, set())
-            if prctl is not None:
-                prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-                if os.getppid() != parent:  # the run died before the line above
-                    os._exit(1)
-
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
                "PREFECT__SERVER_FINAL": "1"}
         env.pop("PREFECT_API_URL", None)
         return subprocess.Popen(self._command(port), env=env, stdin=subprocess.DEVNULL,
-                                preexec_fn=tie_to_parent, start_new_session=True)
+                                preexec_fn=tied_to_this_process(), start_new_session=True)
 
     def start(self, timeout_s: float) -> str:
         """Start it and wait until it answers ``/health``; returns the API URL."""

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from flows.runtime import tied_to_this_process
+
 _SERVER: dict = {}
 
 
@@ -34,7 +36,8 @@ def start_prefect_server(home: Path) -> tuple[subprocess.Popen, str, dict[str, s
     env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
                              "127.0.0.1", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=tied_to_this_process())  # a killed pytest leaves no server
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.time() + 180
     while time.time() < deadline:
