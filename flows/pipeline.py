@@ -186,22 +186,25 @@ def _plan_item(item: WorkItem, backends: _Backends, params: Params,
                                    batch_size=params.inference.batch_size, labels=labels)
 
 
-def _split_remote(work: list, backend=lambda unit: unit.backend) -> tuple[list, list]:
-    """(computed on the cluster, run here): the run's one decision of where work runs. With
-    ``--dask`` a model the workers serve has a :class:`~tasks.cluster.ClusterModel` backend
-    (:meth:`_Backends.get`): its batches are computed on a worker and committed here; every other
-    batch runs in this process as a Prefect task. ``backend``: a work entry's backend (default:
-    a :class:`Unit`'s)."""
-    remote = [w for w in work if isinstance(backend(w), ClusterModel)]
-    return remote, [w for w in work if not isinstance(backend(w), ClusterModel)]
+def _is_remote(backend) -> bool:
+    """The run's one decision of where work runs: with ``--dask`` a model the workers serve has a
+    :class:`~tasks.cluster.ClusterModel` backend (:meth:`_Backends.get`), whose batches are
+    computed on a worker and committed here; every other batch runs in this process as a
+    Prefect task."""
+    return isinstance(backend, ClusterModel)
+
+
+def _split_remote(units: list[Unit]) -> tuple[list[Unit], list[Unit]]:
+    """(computed on the cluster, run here) of ``units``."""
+    return ([u for u in units if _is_remote(u.backend)],
+            [u for u in units if not _is_remote(u.backend)])
 
 
 def _units(work: list, store: PredictionStore, emotions) -> list[Unit]:
     """The scheduler's units of (backend, specs) work: image-major in this process, one batch
     per unit on the cluster (remote units first)."""
-    remote, local = _split_remote(work, backend=lambda entry: entry[0])
-    return (plan_units(remote, store, emotions, image_major=False)
-            + plan_units(local, store, emotions))
+    return (plan_units([w for w in work if _is_remote(w[0])], store, emotions, image_major=False)
+            + plan_units([w for w in work if not _is_remote(w[0])], store, emotions))
 
 
 class _PlanWork:
