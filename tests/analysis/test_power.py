@@ -79,17 +79,20 @@ def test_stored_table_nearest_design(tmp_path):
         (20, "effect"), (20, "null")]
 
 
+def _power(args: list[str]):
+    return CliRunner().invoke(app, ["power", *args])
+
+
 def test_cli_prints_power_and_refuses_bad_input():
-    runner = CliRunner()
-    res = runner.invoke(app, ["power", "--ablation", "A8", "--identities", "240", "--effect",
+    res = _power(["--ablation", "A8", "--identities", "240", "--effect",
                               "0.3", "--replicates", "5"])
     assert res.exit_code == 0, res.output
     assert "effect 0.3: power 1.000 [" in res.output and "Monte Carlo" in res.output
-    bad = runner.invoke(app, ["power", "--ablation", "A99", "--replicates", "5"])
+    bad = _power(["--ablation", "A99", "--replicates", "5"])
     assert bad.exit_code == 2 and "no power simulator for 'A99'" in bad.output
-    odd = runner.invoke(app, ["power", "--ablation", "A8", "--identities", "241"])
+    odd = _power(["--ablation", "A8", "--identities", "241"])
     assert odd.exit_code == 2 and "multiple of 4" in odd.output
-    a1 = runner.invoke(app, ["power", "--ablation", "A1", "--identities", "20", "--effect",
+    a1 = _power(["--ablation", "A1", "--identities", "20", "--effect",
                              "0.03", "--replicates", "1"])
     assert a1.exit_code == 2 and "A1" in a1.output and "calibrated" in a1.output
 
@@ -119,17 +122,16 @@ def test_huge_planted_effects_are_always_found(aid, identities, effect):
 
 
 def test_cli_power_and_curve_for_the_extended_ablations():
-    runner = CliRunner()
-    res = runner.invoke(app, ["power", "--ablation", "A11", "--identities", "40", "--effect",
+    res = _power(["--ablation", "A11", "--identities", "40", "--effect",
                               "1.0", "--replicates", "2"])
     assert res.exit_code == 0, res.output
     # Wilson 95 % for 2 of 2: lower = 2 / (2 + 3.8415) = 0.342
     assert "effect 1: power 1.000 [0.342, 1.000]" in res.output and "sd_link" in res.output
-    curve = runner.invoke(app, ["power", "--ablation", "A10", "--identities", "20", "--curve",
+    curve = _power(["--ablation", "A10", "--identities", "20", "--curve",
                                 "--replicates", "1"])
     assert curve.exit_code == 0, curve.output
     assert [ln.split(":")[0] for ln in curve.output.splitlines() if ": power " in ln] == [
         "effect 0", "effect 0.1", "effect 0.25", "effect 0.5"]
-    bad = runner.invoke(app, ["power", "--ablation", "A10", "--identities", "20", "--effect",
+    bad = _power(["--ablation", "A10", "--identities", "20", "--effect",
                               "1", "--replicates", "1"])
     assert bad.exit_code == 2 and "A10" in bad.output and "below 1" in bad.output
